@@ -1,1 +1,148 @@
-fn main() {}
+//! The `hpcgate` command line. Everything it does lives in the library.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use hpcgate::{config, demo, server, telemetry, tls};
+
+#[derive(Parser)]
+#[command(
+    name = "hpcgate",
+    version,
+    about = "Authenticating gateway for HPC centres"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway. Without --config: the embedded demo in ./hpcgate-demo/.
+    Serve {
+        /// The config file (see config/hpcgate.toml for every key).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file; print FILE:KEY: reason for every problem and exit 1 if any.
+    CheckConfig {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Make a development CA and a server certificate signed by it.
+    GenCert {
+        /// Where to write ca.pem, ca-key.pem, server.pem and server-key.pem.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// DNS names or IP addresses of the server (repeatable).
+        #[arg(long = "name", default_values = ["localhost", "127.0.0.1", "::1"])]
+        names: Vec<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Hash a password (read from standard input) for a `static` users file.
+    HashPassword,
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hpcgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Version => {
+            println!("hpcgate {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => match config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} listeners, {} pools, {} authenticators, {} routes)",
+                    file.display(),
+                    c.listeners.len(),
+                    c.pools.len(),
+                    c.authenticators.len(),
+                    c.routes.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    println!("{e}");
+                }
+                eprintln!("{}: {} problem(s)", file.display(), errors.0.len());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::GenCert { dir, names, force } => {
+            let out = tls::generate_dev_certs(&dir, &names, force)?;
+            println!(
+                "wrote {} (trust this CA in clients), {} and {}",
+                out.ca_cert.display(),
+                out.server_cert.display(),
+                out.server_key.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::HashPassword => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprintln!("password (echoed; pipe it in to avoid that): ");
+            }
+            let mut line = String::new();
+            stdin
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password: {e}"))?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            if password.is_empty() {
+                return Err("empty password".into());
+            }
+            println!(
+                "{}",
+                hpcgate::authenticate::static_users::hash_password(password)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> Result<ExitCode, String> {
+    let (path, demo_creds) = match path {
+        Some(p) => (p, None),
+        None => {
+            let dir = PathBuf::from(demo::DIR);
+            let (p, creds) = demo::prepare(&dir)?;
+            (p, Some((dir, creds)))
+        }
+    };
+    let config = config::load(&path).map_err(|e| format!("refusing to start:\n{e}"))?;
+    telemetry::init_logging(&config.logging);
+    let mut extra: Vec<Box<dyn pingora::services::background::BackgroundService + Send + Sync>> =
+        Vec::new();
+    if demo_creds.is_some() {
+        extra.push(Box::new(demo::EchoUpstream {
+            socket: config.state_dir.join("echo.sock"),
+        }));
+    }
+    server::run(config, extra, move || {
+        if let Some((dir, creds)) = &demo_creds {
+            println!("{}", demo::banner(dir, creds));
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

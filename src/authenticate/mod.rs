@@ -1,0 +1,209 @@
+//! The `authenticate` step: a route's ordered authenticators turn credentials into an
+//! [`Identity`].
+//!
+//! Each authenticator says whether the request carries credentials it understands
+//! ([`Outcome::NotMine`] lets the next one try). The first that recognises them decides: a
+//! failure there is final, never passed on to the next authenticator or let through as
+//! anonymous. A route whose only authenticator is of type `none` is public and has no
+//! authentication step at all.
+
+mod identity;
+pub mod static_users;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+
+pub use identity::Identity;
+
+use crate::config::{self, Config};
+use crate::error::Rejection;
+
+/// What an authenticator may look at.
+pub struct RequestInfo<'a> {
+    pub headers: &'a http::HeaderMap,
+    pub client: Option<IpAddr>,
+}
+
+/// An authenticator's verdict on one request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// No credentials of mine here: let the next authenticator try.
+    NotMine,
+    Authenticated(Identity),
+    /// My kind of credentials, and they are wrong (or my back end cannot answer): final.
+    Rejected(Rejection),
+}
+
+/// One way of proving who a caller is. Later authenticators (LDAP, API keys, OIDC, …) plug
+/// in by implementing this.
+#[async_trait]
+pub trait Authenticator: Send + Sync {
+    /// The kind, as written in the config's `type` (`static`, `ldap`, …).
+    fn kind(&self) -> &'static str;
+    /// The `WWW-Authenticate` challenge this authenticator offers, if any.
+    fn challenge(&self) -> Option<String>;
+    async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome;
+}
+
+/// Who is calling, once the authenticate step is done.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A public route: nobody was asked to prove anything.
+    Public,
+    User(Identity),
+}
+
+impl Caller {
+    pub fn identity(&self) -> Option<&Identity> {
+        match self {
+            Caller::Public => None,
+            Caller::User(id) => Some(id),
+        }
+    }
+}
+
+/// The authentication a route (or a gateway endpoint) requires.
+#[derive(Clone)]
+pub enum RouteAuth {
+    Public,
+    Chain(Vec<Arc<dyn Authenticator>>),
+}
+
+impl RouteAuth {
+    pub async fn authenticate(&self, req: &RequestInfo<'_>) -> Result<Caller, Rejection> {
+        let chain = match self {
+            RouteAuth::Public => return Ok(Caller::Public),
+            RouteAuth::Chain(chain) => chain,
+        };
+        for a in chain {
+            match a.authenticate(req).await {
+                Outcome::NotMine => continue,
+                Outcome::Authenticated(id) => return Ok(Caller::User(id)),
+                Outcome::Rejected(r) => return Err(r),
+            }
+        }
+        let challenge = chain
+            .iter()
+            .filter_map(|a| a.challenge())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let reason = if req.headers.contains_key(http::header::AUTHORIZATION) {
+            "invalid user name or password, or credentials this route does not accept"
+        } else {
+            "authentication required"
+        };
+        Err(Rejection::Unauthorized {
+            reason: reason.into(),
+            challenge,
+        })
+    }
+}
+
+/// Every configured authenticator, built once per config.
+pub struct Authenticators {
+    by_name: BTreeMap<String, Option<Arc<dyn Authenticator>>>,
+}
+
+impl Authenticators {
+    pub fn build(config: &Config) -> Result<Self, String> {
+        let mut by_name = BTreeMap::new();
+        for (name, a) in &config.authenticators {
+            let built: Option<Arc<dyn Authenticator>> = match a {
+                config::Authenticator::None => None,
+                config::Authenticator::Static {
+                    users,
+                    realm,
+                    cache_ttl,
+                    ..
+                } => Some(Arc::new(static_users::StaticUsers::new(
+                    name, users, realm, *cache_ttl,
+                )?)),
+            };
+            by_name.insert(name.clone(), built);
+        }
+        Ok(Authenticators { by_name })
+    }
+
+    /// The authentication for a list of names the config validated. An empty list (an
+    /// endpoint nobody configured) yields `None`: that endpoint is not served.
+    pub fn route_auth(&self, names: &[String]) -> Option<RouteAuth> {
+        if names.is_empty() {
+            return None;
+        }
+        let mut chain = Vec::new();
+        for n in names {
+            match self.by_name.get(n)? {
+                None => return Some(RouteAuth::Public),
+                Some(a) => chain.push(a.clone()),
+            }
+        }
+        Some(RouteAuth::Chain(chain))
+    }
+}
+
+/// `Authorization: Basic …` as (user, password). `None` when the header is absent or of
+/// another scheme; an error when it is Basic but malformed.
+pub fn basic_credentials(headers: &http::HeaderMap) -> Option<Result<(String, String), Rejection>> {
+    let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = match value.iter().position(|b| *b == b' ') {
+        Some(i) => (&value[..i], &value[i + 1..]),
+        None => (value, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return None;
+    }
+    let bad = || Rejection::Unauthorized {
+        reason: "malformed Basic credentials".into(),
+        challenge: "Basic realm=\"hpcgate\", charset=\"UTF-8\"".into(),
+    };
+    let decoded = match base64::engine::general_purpose::STANDARD.decode(rest.trim_ascii()) {
+        Ok(d) => d,
+        Err(_) => return Some(Err(bad())),
+    };
+    let Ok(text) = String::from_utf8(decoded) else {
+        return Some(Err(bad()));
+    };
+    let Some((user, password)) = text.split_once(':') else {
+        return Some(Err(bad()));
+    };
+    if !static_users::valid_user_name(user) || password.is_empty() {
+        return Some(Err(Rejection::Unauthorized {
+            reason: "invalid user name or password".into(),
+            challenge: "Basic realm=\"hpcgate\", charset=\"UTF-8\"".into(),
+        }));
+    }
+    Some(Ok((user.to_string(), password.to_string())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn basic_credentials_parse() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode("alice:pa:ss");
+        let (u, p) = basic_credentials(&headers(&format!("basic {b64}")))
+            .unwrap()
+            .unwrap();
+        assert_eq!((u.as_str(), p.as_str()), ("alice", "pa:ss"));
+        assert!(basic_credentials(&headers("Bearer x")).is_none());
+        assert!(basic_credentials(&http::HeaderMap::new()).is_none());
+        assert!(basic_credentials(&headers("Basic !!!")).unwrap().is_err());
+        let inj = base64::engine::general_purpose::STANDARD.encode("*)(uid=*:x");
+        assert!(
+            basic_credentials(&headers(&format!("Basic {inj}")))
+                .unwrap()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! The `static` authenticator: HTTP Basic against a TOML users file of argon2id hashes.
+//!
+//! Hash checks are slow on purpose, so they run on the blocking pool (at most a few at once)
+//! and a success is remembered for `cache_ttl`, keyed by a salted SHA-256 of user and password
+//! (the password itself is never stored). Failures are never cached as successes. Unknown
+//! users cost a dummy check, so timing does not tell which names exist.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use async_trait::async_trait;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use super::{Authenticator, Identity, Outcome, RequestInfo, basic_credentials};
+use crate::error::Rejection;
+
+/// One user of a users file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticUser {
+    pub name: String,
+    /// PHC string from `hpcgate hash-password` (`$argon2id$…`).
+    pub password_hash: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    users: Vec<StaticUser>,
+}
+
+/// Reads and checks a users file: names unique and valid, every hash an argon2id PHC string.
+pub fn load_users(path: &Path) -> Result<Vec<StaticUser>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
+    let file: UsersFile = toml::from_str(&text)
+        .map_err(|e| format!("users file {}: {}", path.display(), e.message()))?;
+    let mut seen = std::collections::HashSet::new();
+    for (i, u) in file.users.iter().enumerate() {
+        if !valid_user_name(&u.name) {
+            return Err(format!(
+                "users file {}: users[{i}].name `{}` is not a valid user name",
+                path.display(),
+                u.name
+            ));
+        }
+        if !seen.insert(&u.name) {
+            return Err(format!(
+                "users file {}: user `{}` appears twice",
+                path.display(),
+                u.name
+            ));
+        }
+        match PasswordHash::new(&u.password_hash) {
+            Ok(h) if h.algorithm.as_str() == "argon2id" => {}
+            _ => {
+                return Err(format!(
+                    "users file {}: users[{i}].password_hash of `{}` is not an argon2id hash \
+                     (make one with `hpcgate hash-password`)",
+                    path.display(),
+                    u.name
+                ));
+            }
+        }
+    }
+    Ok(file.users)
+}
+
+/// User names: what a POSIX system or a directory would accept, and safe in a header.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@+".contains(c))
+}
+
+/// Hashes a password with argon2id and a random salt, as a PHC string.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    getrandom::getrandom(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+struct Entry {
+    hash: String,
+    groups: Vec<String>,
+    email: Option<String>,
+}
+
+pub struct StaticUsers {
+    name: String,
+    realm: String,
+    users: std::collections::HashMap<String, Arc<Entry>>,
+    /// Verified (user, password) pairs by salted digest → identity.
+    cache: Option<moka::future::Cache<[u8; 32], Identity>>,
+    cache_salt: [u8; 32],
+    /// Bounds concurrent hash checks so a flood of bad passwords cannot take every thread.
+    checks: Semaphore,
+    dummy_hash: String,
+}
+
+impl StaticUsers {
+    pub fn new(
+        name: &str,
+        users: &[StaticUser],
+        realm: &str,
+        cache_ttl: Duration,
+    ) -> Result<Self, String> {
+        let mut cache_salt = [0u8; 32];
+        getrandom::getrandom(&mut cache_salt).map_err(|e| format!("no randomness: {e}"))?;
+        let cache = (!cache_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cache_ttl)
+                .build()
+        });
+        Ok(StaticUsers {
+            name: name.to_string(),
+            realm: realm.to_string(),
+            users: users
+                .iter()
+                .map(|u| {
+                    (
+                        u.name.clone(),
+                        Arc::new(Entry {
+                            hash: u.password_hash.clone(),
+                            groups: u.groups.clone(),
+                            email: u.email.clone(),
+                        }),
+                    )
+                })
+                .collect(),
+            cache,
+            cache_salt,
+            checks: Semaphore::new(4),
+            dummy_hash: hash_password("hpcgate-dummy-password")?,
+        })
+    }
+
+    fn cache_key(&self, user: &str, password: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.cache_salt);
+        h.update((user.len() as u64).to_le_bytes());
+        h.update(user.as_bytes());
+        h.update(password.as_bytes());
+        h.finalize().into()
+    }
+
+    async fn verify(&self, hash: String, password: String) -> Result<bool, Rejection> {
+        let _permit = self
+            .checks
+            .acquire()
+            .await
+            .map_err(|_| Rejection::Internal("password check semaphore closed".into()))?;
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .map(|parsed| {
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .unwrap_or(false)
+        })
+        .await
+        .map_err(|e| Rejection::Internal(format!("password check task failed: {e}")))
+    }
+}
+
+#[async_trait]
+impl Authenticator for StaticUsers {
+    fn kind(&self) -> &'static str {
+        "static"
+    }
+
+    fn challenge(&self) -> Option<String> {
+        Some(format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.realm))
+    }
+
+    async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
+        let (user, password) = match basic_credentials(req.headers) {
+            None => return Outcome::NotMine,
+            Some(Err(r)) => return Outcome::Rejected(r),
+            Some(Ok(c)) => c,
+        };
+        let key = self.cache_key(&user, &password);
+        if let Some(cache) = &self.cache
+            && let Some(id) = cache.get(&key).await
+        {
+            return Outcome::Authenticated(id);
+        }
+        let Some(entry) = self.users.get(&user).cloned() else {
+            // Same cost as a real check, then let the next authenticator try.
+            let _ = self.verify(self.dummy_hash.clone(), password).await;
+            return Outcome::NotMine;
+        };
+        match self.verify(entry.hash.clone(), password).await {
+            Err(r) => Outcome::Rejected(r),
+            Ok(false) => Outcome::Rejected(Rejection::Unauthorized {
+                reason: "invalid user name or password".into(),
+                challenge: self.challenge().unwrap_or_default(),
+            }),
+            Ok(true) => {
+                let id = Identity::new(
+                    user,
+                    entry.groups.clone(),
+                    entry.email.clone(),
+                    "static",
+                    &self.name,
+                );
+                if let Some(cache) = &self.cache {
+                    cache.insert(key, id.clone()).await;
+                }
+                Outcome::Authenticated(id)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_and_are_argon2id() {
+        let h = hash_password("pw").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(Argon2::default().verify_password(b"pw", &parsed).is_ok());
+        assert!(Argon2::default().verify_password(b"px", &parsed).is_err());
+    }
+
+    #[test]
+    fn user_names_are_restricted() {
+        assert!(valid_user_name("alice"));
+        assert!(valid_user_name("a.b-c_d@x"));
+        assert!(!valid_user_name(""));
+        assert!(!valid_user_name("a b"));
+        assert!(!valid_user_name("a\r\nx"));
+        assert!(!valid_user_name("*)(uid=*"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Configuration in two stages: `raw` (what the TOML says) and `validate` (a checked
+//! [`Config`], or every problem at once as `FILE:KEY: reason`).
+//!
+//! Config text is never echoed in an error: it may hold secrets.
+
+pub mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use validate::{load, parse};
+
+use crate::authenticate::static_users::StaticUser;
+use crate::secret::Secret;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.key, self.reason)
+    }
+}
+
+/// Every problem found in a config, one per line.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A checked configuration: every reference resolved, every file readable.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub threads: usize,
+    pub grace_period: Duration,
+    /// Normalised (lower case, `_` → `-`) names of inbound headers to strip.
+    pub strip_headers: Vec<String>,
+    pub max_header_bytes: usize,
+    pub logging: Logging,
+    pub gateway: Gateway,
+    pub listeners: Vec<Listener>,
+    pub pools: BTreeMap<String, Pool>,
+    pub authenticators: BTreeMap<String, Authenticator>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub level: String,
+    pub json: bool,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub authenticators: Vec<String>,
+    pub metrics_public: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub http2: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Loaded and checked at validation, so a bad certificate is a config error, not a panic.
+    pub loaded: Arc<rustls::sign::CertifiedKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddr {
+    Tcp {
+        addr: SocketAddr,
+        /// The host as written (for SNI and `Host`).
+        host: String,
+        tls: bool,
+    },
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddr::Tcp { addr, tls, .. } => {
+                write!(f, "{}://{addr}", if *tls { "https" } else { "http" })
+            }
+            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub name: String,
+    pub backends: Vec<BackendAddr>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_verify: bool,
+    pub tls_server_name: Option<String>,
+    pub authorization: Option<Secret>,
+    pub fail_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Authenticator {
+    None,
+    Static {
+        users_file: PathBuf,
+        users: Vec<StaticUser>,
+        realm: String,
+        cache_ttl: Duration,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Generic,
+    Slurmrestd,
+    Prometheus,
+    Accounting,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Generic => "generic",
+            RouteKind::Slurmrestd => "slurmrestd",
+            RouteKind::Prometheus => "prometheus",
+            RouteKind::Accounting => "accounting",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Without a trailing `/` (except the root route `/`).
+    pub path_prefix: String,
+    pub host: Option<String>,
+    pub strip_prefix: bool,
+    pub pool: String,
+    pub kind: RouteKind,
+    pub authenticators: Vec<String>,
+    pub forward_authorization: bool,
+    pub preserve_host: bool,
+}
+
+/// The built-in inbound identity headers that are always stripped.
+pub const IDENTITY_HEADERS: &[&str] = &[
+    "x-slurm-user-name",
+    "x-slurm-user-token",
+    "x-grafana-user",
+    "x-forwarded-user",
+    "x-forwarded-groups",
+    "x-forwarded-email",
+    "x-forwarded-preferred-username",
+    "x-remote-user",
+    "remote-user",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-groups",
+    "x-authenticated-user",
+    "x-ceems-admin-user",
+    "x-ceems-logged-user",
+    "x-hpcgate-user",
+];
+
+/// Header names compare case-insensitively with `_` ≡ `-`.
+pub fn normalize_header_name(name: &str) -> String {
+    name.trim()
+        .chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}

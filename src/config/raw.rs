@@ -1,0 +1,139 @@
+//! The config file as written: serde structs with `deny_unknown_fields`, nothing checked yet.
+//!
+//! `validate.rs` turns these into the checked [`super::Config`]. Field docs here are the
+//! reference; `config/hpcgate.toml` repeats them as comments for operators.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Directory for state the gateway creates (keys, databases). Relative to the config file.
+    pub state_dir: Option<String>,
+    /// Worker threads of the proxy service.
+    pub threads: Option<usize>,
+    /// How long SIGTERM/SIGINT wait for in-flight requests before the process exits.
+    pub grace_period: Option<String>,
+    /// Extra inbound headers to strip, on top of the built-in identity header list.
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    /// Largest request header block accepted, in bytes (pingora's own limit applies too).
+    pub max_header_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Logging {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter; `RUST_LOG` overrides.
+    pub level: Option<String>,
+    /// `json` (default) or `text`.
+    pub format: Option<String>,
+    /// One line per request (default true).
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `IP:PORT`; IPv6 as `[::1]:8443`.
+    pub address: String,
+    /// PEM certificate chain. With `tls_key`, the listener speaks TLS.
+    pub tls_cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<String>,
+    /// Offer HTTP/2 via ALPN on TLS listeners (default true).
+    pub http2: Option<bool>,
+    /// Plain HTTP on a non-loopback address is refused unless this is true.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pool {
+    /// `http://HOST:PORT`, `https://HOST:PORT` or `unix:/path/to.sock`.
+    pub backends: Vec<String>,
+    pub connect_timeout: Option<String>,
+    /// Longest wait for the upstream's next bytes (response headers or body).
+    pub read_timeout: Option<String>,
+    pub write_timeout: Option<String>,
+    /// PEM bundle of CAs for `https` backends (default: the system roots).
+    pub tls_ca: Option<String>,
+    /// Check `https` backends' certificates (default true).
+    pub tls_verify: Option<bool>,
+    /// SNI and certificate name for `https` backends (default: the backend's host).
+    pub tls_server_name: Option<String>,
+    /// Value of the `Authorization` header sent to this pool (e.g. a Prometheus behind basic
+    /// auth). A secret: `${ENV}` is expanded; prefer `authorization_file`.
+    pub authorization: Option<String>,
+    /// File holding the `Authorization` value for this pool.
+    pub authorization_file: Option<String>,
+    /// After a failed connection, how long a backend is skipped (pools of 2+ backends).
+    pub fail_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum Authenticator {
+    /// No authentication: the route is public. May not be combined with other authenticators.
+    None,
+    /// HTTP Basic against a users file of argon2id hashes (`hpcgate hash-password`).
+    Static {
+        users_file: String,
+        /// Realm in `WWW-Authenticate`.
+        realm: Option<String>,
+        /// How long a successful check is remembered (default 5m; 0s disables).
+        cache_ttl: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    /// Matched on whole path segments: `/prom` matches `/prom` and `/prom/x`, not `/prometheus`.
+    pub path_prefix: String,
+    /// Only for this `Host` (without port). Routes with a host win over routes without.
+    pub host: Option<String>,
+    /// Remove `path_prefix` before forwarding (default false).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub pool: String,
+    /// `generic` (default), `slurmrestd`, `prometheus` or `accounting`.
+    pub kind: Option<String>,
+    /// Authenticator names, tried in order; the first that recognises the credentials decides.
+    pub authenticators: Vec<String>,
+    /// Forward the client's `Authorization` header (default false: it is removed).
+    #[serde(default)]
+    pub forward_authorization: bool,
+    /// Send the client's `Host` upstream instead of the backend's (default false).
+    #[serde(default)]
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    /// Authenticators for `/-/whoami` (required if that endpoint is to work).
+    #[serde(default)]
+    pub authenticators: Vec<String>,
+    /// Serve `/-/metrics` without authentication (default false: same authenticators).
+    #[serde(default)]
+    pub metrics_public: bool,
+}
+
+/// The whole file. Each section is deserialized on its own so that one bad section does not
+/// hide the errors of the others.
+#[derive(Debug, Default)]
+pub struct File {
+    pub server: Server,
+    pub logging: Logging,
+    pub gateway: Gateway,
+    /// With each element's index in the file.
+    pub listeners: Vec<(usize, Listener)>,
+    pub pools: BTreeMap<String, Pool>,
+    pub authenticators: BTreeMap<String, Authenticator>,
+    pub routes: Vec<(usize, Route)>,
+}

@@ -1,0 +1,833 @@
+//! From TOML text to a checked [`Config`], collecting every problem as `FILE:KEY: reason`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::raw;
+use super::*;
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            key: "-".into(),
+            reason: format!("cannot read config file: {e}"),
+        }])
+    })?;
+    parse(&text, path)
+}
+
+/// Checks config text; `path` names the file in errors and anchors relative paths.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        file: path.display().to_string(),
+        base: path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        errors: Vec::new(),
+    };
+    let raw = v.sections(text);
+    let config = v.check(raw, path);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+struct Validator {
+    file: String,
+    base: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+const SECTIONS: &[&str] = &[
+    "server",
+    "logging",
+    "gateway",
+    "listeners",
+    "pools",
+    "authenticators",
+    "routes",
+];
+
+impl Validator {
+    fn err(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.clone(),
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Parses the TOML and deserializes each section (and each list element) on its own, so
+    /// that every unknown key or wrong type is reported, not just the first.
+    fn sections(&mut self, text: &str) -> raw::File {
+        let mut out = raw::File::default();
+        let table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                let key = line.map_or("-".to_string(), |l| format!("line {l}"));
+                self.err(key, format!("TOML syntax: {}", e.message()));
+                return out;
+            }
+        };
+        for (key, value) in table {
+            match key.as_str() {
+                "server" => out.server = self.section(&key, value).unwrap_or_default(),
+                "logging" => out.logging = self.section(&key, value).unwrap_or_default(),
+                "gateway" => out.gateway = self.section(&key, value).unwrap_or_default(),
+                "listeners" => out.listeners = self.list(&key, value),
+                "routes" => out.routes = self.list(&key, value),
+                "pools" => out.pools = self.map(&key, value),
+                "authenticators" => out.authenticators = self.map(&key, value),
+                _ => self.err(
+                    key.clone(),
+                    format!("unknown section; expected one of {}", SECTIONS.join(", ")),
+                ),
+            }
+        }
+        out
+    }
+
+    fn section<T: DeserializeOwned>(&mut self, key: &str, value: toml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let path = e.path().to_string();
+                let full = if path == "." || path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{key}.{path}")
+                };
+                self.err(full, e.into_inner().to_string().trim_end().to_string());
+                None
+            }
+        }
+    }
+
+    /// Each element with its index in the file, so later errors name the right element.
+    fn list<T: DeserializeOwned>(&mut self, key: &str, value: toml::Value) -> Vec<(usize, T)> {
+        match value {
+            toml::Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, item)| self.section(&format!("{key}[{i}]"), item).map(|t| (i, t)))
+                .collect(),
+            _ => {
+                self.err(key, format!("must be a list of tables ([[{key}]])"));
+                Vec::new()
+            }
+        }
+    }
+
+    fn map<T: DeserializeOwned>(&mut self, key: &str, value: toml::Value) -> BTreeMap<String, T> {
+        match value {
+            toml::Value::Table(t) => t
+                .into_iter()
+                .filter_map(|(name, item)| {
+                    self.section(&format!("{key}.{name}"), item)
+                        .map(|v| (name, v))
+                })
+                .collect(),
+            _ => {
+                self.err(
+                    key,
+                    format!("must be a table of named entries ([{key}.NAME])"),
+                );
+                BTreeMap::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.err(
+                        key,
+                        format!("`{s}` is not a duration like 5s, 2m or 1h: {e}"),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    fn check(&mut self, raw: raw::File, path: &Path) -> Config {
+        let server = raw.server;
+        let state_dir = resolve_path(
+            &self.base,
+            server.state_dir.as_deref().unwrap_or("hpcgate-state"),
+        );
+        let threads = server.threads.unwrap_or(2);
+        if threads == 0 || threads > 1024 {
+            self.err("server.threads", "must be between 1 and 1024");
+        }
+        let grace_period = self.duration(
+            "server.grace_period",
+            server.grace_period.as_deref(),
+            Duration::from_secs(10),
+        );
+        if grace_period > Duration::from_secs(3600) {
+            self.err("server.grace_period", "must be at most 1h");
+        }
+        let mut strip_headers: Vec<String> =
+            IDENTITY_HEADERS.iter().map(|s| s.to_string()).collect();
+        for (i, h) in server.strip_headers.iter().enumerate() {
+            let n = normalize_header_name(h);
+            if n.is_empty() || http::HeaderName::from_bytes(n.as_bytes()).is_err() {
+                self.err(
+                    format!("server.strip_headers[{i}]"),
+                    format!("`{h}` is not a header name"),
+                );
+            } else if !strip_headers.contains(&n) {
+                strip_headers.push(n);
+            }
+        }
+        let max_header_bytes = server.max_header_bytes.unwrap_or(64 * 1024);
+
+        let logging = self.logging(raw.logging);
+        let listeners = self.listeners(raw.listeners);
+        let pools = raw
+            .pools
+            .into_iter()
+            .map(|(name, p)| {
+                let pool = self.pool(&name, p);
+                (name, pool)
+            })
+            .collect::<BTreeMap<_, _>>();
+        let authenticators = raw
+            .authenticators
+            .into_iter()
+            .filter_map(|(name, a)| self.authenticator(&name, a).map(|a| (name, a)))
+            .collect::<BTreeMap<_, _>>();
+        let gateway = Gateway {
+            authenticators: raw.gateway.authenticators,
+            metrics_public: raw.gateway.metrics_public,
+        };
+        self.auth_list(
+            "gateway.authenticators",
+            &gateway.authenticators,
+            &authenticators,
+            true,
+        );
+        for (i, n) in gateway.authenticators.iter().enumerate() {
+            if matches!(authenticators.get(n), Some(Authenticator::None)) {
+                self.err(
+                    format!("gateway.authenticators[{i}]"),
+                    "/-/whoami needs an authenticator that proves who the caller is, not none",
+                );
+            }
+        }
+        let routes = self.routes(raw.routes, &pools, &authenticators);
+
+        Config {
+            path: path.to_path_buf(),
+            state_dir,
+            threads,
+            grace_period,
+            strip_headers,
+            max_header_bytes,
+            logging,
+            gateway,
+            listeners,
+            pools,
+            authenticators,
+            routes,
+        }
+    }
+
+    fn logging(&mut self, l: raw::Logging) -> Logging {
+        let json = match l.format.as_deref() {
+            None | Some("json") => true,
+            Some("text") => false,
+            Some(other) => {
+                self.err("logging.format", format!("`{other}` is not json or text"));
+                true
+            }
+        };
+        let level = l.level.unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.err(
+                "logging.level",
+                format!("`{level}` is not a log level or filter"),
+            );
+        }
+        Logging {
+            level,
+            json,
+            access_log: l.access_log.unwrap_or(true),
+        }
+    }
+
+    fn listeners(&mut self, raw: Vec<(usize, raw::Listener)>) -> Vec<Listener> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        if raw.is_empty() {
+            self.err("listeners", "at least one [[listeners]] is required");
+        }
+        for (i, l) in raw {
+            let key = format!("listeners[{i}]");
+            let address: SocketAddr = match l.address.parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.err(
+                        format!("{key}.address"),
+                        format!("`{}` is not IP:PORT (IPv6 as [::1]:8443)", l.address),
+                    );
+                    continue;
+                }
+            };
+            if !seen.insert(address) {
+                self.err(
+                    format!("{key}.address"),
+                    format!("{address} is listed twice"),
+                );
+            }
+            let tls = match (l.tls_cert, l.tls_key) {
+                (Some(cert), Some(key_path)) => {
+                    let cert = resolve_path(&self.base, &cert);
+                    let key_file = resolve_path(&self.base, &key_path);
+                    match crate::tls::load_certified_key(&cert, &key_file) {
+                        Ok(loaded) => Some(TlsFiles {
+                            cert,
+                            key: key_file,
+                            loaded: std::sync::Arc::new(loaded),
+                        }),
+                        Err(e) => {
+                            self.err(format!("{key}.tls_cert"), e);
+                            None
+                        }
+                    }
+                }
+                (Some(_), None) => {
+                    self.err(
+                        format!("{key}.tls_key"),
+                        "tls_cert is set but tls_key is not",
+                    );
+                    None
+                }
+                (None, Some(_)) => {
+                    self.err(
+                        format!("{key}.tls_cert"),
+                        "tls_key is set but tls_cert is not",
+                    );
+                    None
+                }
+                (None, None) => {
+                    if !address.ip().is_loopback() && !l.allow_plaintext {
+                        self.err(
+                            format!("{key}.address"),
+                            format!(
+                                "plain HTTP on non-loopback address {address}: set tls_cert and \
+                                 tls_key, or allow_plaintext = true if a TLS terminator is in front"
+                            ),
+                        );
+                    }
+                    None
+                }
+            };
+            out.push(Listener {
+                address,
+                tls,
+                http2: l.http2.unwrap_or(true),
+            });
+        }
+        out
+    }
+
+    fn pool(&mut self, name: &str, p: raw::Pool) -> Pool {
+        let key = format!("pools.{name}");
+        if p.backends.is_empty() {
+            self.err(
+                format!("{key}.backends"),
+                "at least one backend is required",
+            );
+        }
+        let mut backends = Vec::new();
+        for (i, b) in p.backends.iter().enumerate() {
+            match parse_backend(b, &self.base) {
+                Ok(addr) => {
+                    if backends.contains(&addr) {
+                        self.err(
+                            format!("{key}.backends[{i}]"),
+                            format!("`{b}` is listed twice"),
+                        );
+                    }
+                    backends.push(addr)
+                }
+                Err(reason) => self.err(format!("{key}.backends[{i}]"), reason),
+            }
+        }
+        let connect_timeout = self.duration(
+            &format!("{key}.connect_timeout"),
+            p.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let read_timeout = self.duration(
+            &format!("{key}.read_timeout"),
+            p.read_timeout.as_deref(),
+            Duration::from_secs(60),
+        );
+        let write_timeout = self.duration(
+            &format!("{key}.write_timeout"),
+            p.write_timeout.as_deref(),
+            Duration::from_secs(60),
+        );
+        let fail_timeout = self.duration(
+            &format!("{key}.fail_timeout"),
+            p.fail_timeout.as_deref(),
+            Duration::from_secs(10),
+        );
+        for (k, d) in [
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("write_timeout", write_timeout),
+        ] {
+            if d.is_zero() {
+                self.err(format!("{key}.{k}"), "must be greater than 0");
+            }
+        }
+        let tls_ca = p.tls_ca.map(|c| resolve_path(&self.base, &c));
+        if let Some(ca) = &tls_ca
+            && let Err(e) = std::fs::metadata(ca)
+        {
+            self.err(
+                format!("{key}.tls_ca"),
+                format!("cannot read {}: {e}", ca.display()),
+            );
+        }
+        let authorization = match (p.authorization, p.authorization_file) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    format!("{key}.authorization"),
+                    "set authorization or authorization_file, not both",
+                );
+                None
+            }
+            (Some(v), None) => match crate::secret::expand_env(&v) {
+                Ok(s) => Some(Secret::new(s)),
+                Err(e) => {
+                    self.err(format!("{key}.authorization"), e);
+                    None
+                }
+            },
+            (None, Some(f)) => match crate::secret::read_secret_file(&resolve_path(&self.base, &f))
+            {
+                Ok(s) => Some(Secret::new(s)),
+                Err(e) => {
+                    self.err(format!("{key}.authorization_file"), e);
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if let Some(a) = &authorization
+            && http::HeaderValue::from_str(a.expose()).is_err()
+        {
+            self.err(
+                format!("{key}.authorization"),
+                "the value is not a valid header value (control characters?)",
+            );
+        }
+        Pool {
+            name: name.to_string(),
+            backends,
+            connect_timeout,
+            read_timeout,
+            write_timeout,
+            tls_ca,
+            tls_verify: p.tls_verify.unwrap_or(true),
+            tls_server_name: p.tls_server_name,
+            authorization,
+            fail_timeout,
+        }
+    }
+
+    fn authenticator(&mut self, name: &str, a: raw::Authenticator) -> Option<Authenticator> {
+        let key = format!("authenticators.{name}");
+        Some(match a {
+            raw::Authenticator::None => Authenticator::None,
+            raw::Authenticator::Static {
+                users_file,
+                realm,
+                cache_ttl,
+            } => {
+                let users_file = resolve_path(&self.base, &users_file);
+                let users = match crate::authenticate::static_users::load_users(&users_file) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        self.err(format!("{key}.users_file"), e);
+                        return None;
+                    }
+                };
+                let cache_ttl = self.duration(
+                    &format!("{key}.cache_ttl"),
+                    cache_ttl.as_deref(),
+                    Duration::from_secs(300),
+                );
+                let realm = realm.unwrap_or_else(|| "hpcgate".into());
+                if realm.contains('"') || realm.chars().any(|c| c.is_control()) {
+                    self.err(
+                        format!("{key}.realm"),
+                        "may not contain quotes or control characters",
+                    );
+                }
+                Authenticator::Static {
+                    users_file,
+                    users,
+                    realm,
+                    cache_ttl,
+                }
+            }
+        })
+    }
+
+    /// Checks a list of authenticator names. `may_be_empty` for optional endpoints.
+    fn auth_list(
+        &mut self,
+        key: &str,
+        names: &[String],
+        known: &BTreeMap<String, Authenticator>,
+        may_be_empty: bool,
+    ) {
+        if names.is_empty() && !may_be_empty {
+            self.err(
+                key,
+                "at least one authenticator is required (use an authenticator of type \"none\" \
+                 for a public route)",
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, n) in names.iter().enumerate() {
+            if !seen.insert(n) {
+                self.err(format!("{key}[{i}]"), format!("`{n}` is listed twice"));
+            }
+            match known.get(n) {
+                None => self.err(
+                    format!("{key}[{i}]"),
+                    format!("unknown authenticator `{n}`"),
+                ),
+                Some(Authenticator::None) if names.len() > 1 => self.err(
+                    format!("{key}[{i}]"),
+                    format!(
+                        "`{n}` is of type none (public) and cannot be combined with other \
+                         authenticators: failed credentials would pass as anonymous"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn routes(
+        &mut self,
+        raw: Vec<(usize, raw::Route)>,
+        pools: &BTreeMap<String, Pool>,
+        auths: &BTreeMap<String, Authenticator>,
+    ) -> Vec<Route> {
+        let mut out: Vec<Route> = Vec::new();
+        let mut names = HashSet::new();
+        for (i, r) in raw {
+            let key = format!("routes[{i}]");
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                self.err(
+                    format!("{key}.name"),
+                    "must be non-empty and use only letters, digits, - _ .",
+                );
+            }
+            if !names.insert(r.name.clone()) {
+                self.err(
+                    format!("{key}.name"),
+                    format!("route name `{}` is used twice", r.name),
+                );
+            }
+            let prefix = normalize_prefix(&r.path_prefix);
+            match &prefix {
+                Err(reason) => self.err(format!("{key}.path_prefix"), reason.clone()),
+                Ok(p) if p == "/-" || p.starts_with("/-/") => self.err(
+                    format!("{key}.path_prefix"),
+                    "paths under /-/ are the gateway's own endpoints",
+                ),
+                Ok(_) => {}
+            }
+            let host = r.host.map(|h| h.to_ascii_lowercase());
+            if let Some(h) = &host
+                && (h.is_empty() || h.contains(['/', ' ', ':']))
+            {
+                self.err(
+                    format!("{key}.host"),
+                    "must be a host name without port or path",
+                );
+            }
+            if !pools.contains_key(&r.pool) {
+                self.err(format!("{key}.pool"), format!("unknown pool `{}`", r.pool));
+            }
+            let kind = match r.kind.as_deref() {
+                None | Some("generic") => RouteKind::Generic,
+                Some("slurmrestd") => RouteKind::Slurmrestd,
+                Some("prometheus") => RouteKind::Prometheus,
+                Some("accounting") => RouteKind::Accounting,
+                Some(other) => {
+                    self.err(
+                        format!("{key}.kind"),
+                        format!(
+                            "unknown kind `{other}`; expected generic, slurmrestd, prometheus or \
+                             accounting"
+                        ),
+                    );
+                    RouteKind::Generic
+                }
+            };
+            self.auth_list(
+                &format!("{key}.authenticators"),
+                &r.authenticators,
+                auths,
+                false,
+            );
+            let Ok(path_prefix) = prefix else { continue };
+            if let Some(other) = out
+                .iter()
+                .find(|o| o.path_prefix == path_prefix && o.host == host)
+            {
+                self.err(
+                    format!("{key}.path_prefix"),
+                    format!(
+                        "route `{}` has the same host and path_prefix `{path_prefix}`; one of \
+                         them could never match",
+                        other.name
+                    ),
+                );
+            }
+            out.push(Route {
+                name: r.name,
+                path_prefix,
+                host,
+                strip_prefix: r.strip_prefix,
+                pool: r.pool,
+                kind,
+                authenticators: r.authenticators,
+                forward_authorization: r.forward_authorization,
+                preserve_host: r.preserve_host,
+            });
+        }
+        out
+    }
+}
+
+fn normalize_prefix(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') {
+        return Err(format!("`{p}` must start with /"));
+    }
+    if p.contains("//")
+        || p.split('/').any(|s| s == ".." || s == ".")
+        || p.contains(['%', '\\', '?', '#'])
+        || p.chars().any(|c| c.is_control() || c == ' ')
+    {
+        return Err(format!(
+            "`{p}` must be a plain path (no //, . or .. segments, %, \\, ?, # or spaces)"
+        ));
+    }
+    let trimmed = p.trim_end_matches('/');
+    Ok(if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    })
+}
+
+fn parse_backend(b: &str, base: &Path) -> Result<BackendAddr, String> {
+    if let Some(path) = b.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a socket path".into());
+        }
+        return Ok(BackendAddr::Unix(resolve_path(base, path)));
+    }
+    let (tls, rest) = if let Some(r) = b.strip_prefix("http://") {
+        (false, r)
+    } else if let Some(r) = b.strip_prefix("https://") {
+        (true, r)
+    } else {
+        return Err(format!(
+            "`{b}` must start with http://, https:// or unix: (e.g. http://127.0.0.1:9090)"
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') {
+        return Err(format!(
+            "`{b}` may not have a path; use the route's strip_prefix"
+        ));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let parse_port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("`{b}`: port `{p}` is not a number from 1 to 65535"))
+    };
+    let (bare, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{b}`: missing ] after the IPv6 address"))?;
+        match after {
+            "" => (h, default_port),
+            a => (
+                h,
+                parse_port(
+                    a.strip_prefix(':')
+                        .ok_or_else(|| format!("`{b}`: junk after ]"))?,
+                )?,
+            ),
+        }
+    } else if rest.matches(':').count() > 1 {
+        return Err(format!(
+            "`{b}`: write IPv6 addresses in brackets, e.g. http://[::1]:9090"
+        ));
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, parse_port(p)?),
+            None => (rest, default_port),
+        }
+    };
+    if bare.is_empty() {
+        return Err(format!("`{b}` has no host"));
+    }
+    let addr = (bare, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("`{b}`: cannot resolve {bare}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("`{b}`: {bare} has no address"))?;
+    Ok(BackendAddr::Tcp {
+        addr,
+        host: bare.to_string(),
+        tls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, Path::new("/nonexistent/t.toml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    const MIN: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+[pools.p]
+backends = ["http://127.0.0.1:9000"]
+[authenticators.public]
+type = "none"
+[[routes]]
+name = "r"
+path_prefix = "/r"
+pool = "p"
+authenticators = ["public"]
+"#;
+
+    #[test]
+    fn a_minimal_config_is_accepted() {
+        assert_eq!(errors(MIN), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_file_and_key() {
+        let text = format!(
+            "{MIN}\n[[routes]]\nname = \"r\"\npath_prefix = \"/r/\"\npool = \"nope\"\n\
+             authenticators = []\nbogus = 1\n[[routes]]\nname = \"s\"\npath_prefix = \"/s\"\n\
+             pool = \"nope\"\nauthenticators = [\"ghost\"]\n"
+        );
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("/nonexistent/t.toml:routes[1]") && e.contains("bogus")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("routes[2].pool: unknown pool `nope`")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("routes[2].authenticators[0]: unknown authenticator")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn plaintext_outside_loopback_needs_consent() {
+        let text = MIN.replace("127.0.0.1:8080", "0.0.0.0:8080");
+        assert!(errors(&text)[0].contains("listeners[0].address: plain HTTP"));
+        let text = text.replace(
+            "address = \"0.0.0.0:8080\"",
+            "address = \"0.0.0.0:8080\"\nallow_plaintext = true",
+        );
+        assert!(errors(&text).is_empty());
+    }
+
+    #[test]
+    fn public_cannot_mix_with_real_authenticators() {
+        let text = MIN.replace(
+            "authenticators = [\"public\"]",
+            "authenticators = [\"public\", \"public2\"]",
+        ) + "[authenticators.public2]\ntype = \"none\"\n";
+        assert!(
+            errors(&text)
+                .iter()
+                .any(|e| e.contains("cannot be combined"))
+        );
+    }
+
+    #[test]
+    fn prefixes_are_normalised_and_checked() {
+        assert_eq!(normalize_prefix("/a/b/").unwrap(), "/a/b");
+        assert_eq!(normalize_prefix("/").unwrap(), "/");
+        assert!(normalize_prefix("a").is_err());
+        assert!(normalize_prefix("/a/../b").is_err());
+        assert!(normalize_prefix("/a%2f").is_err());
+    }
+
+    #[test]
+    fn backends_parse() {
+        let base = Path::new("/etc/hpcgate");
+        assert!(matches!(
+            parse_backend("http://127.0.0.1:9090", base).unwrap(),
+            BackendAddr::Tcp { tls: false, .. }
+        ));
+        assert!(matches!(
+            parse_backend("https://[::1]:8443", base).unwrap(),
+            BackendAddr::Tcp { tls: true, .. }
+        ));
+        assert_eq!(
+            parse_backend("unix:run/a.sock", base).unwrap(),
+            BackendAddr::Unix(PathBuf::from("/etc/hpcgate/run/a.sock"))
+        );
+        assert!(parse_backend("127.0.0.1:80", base).is_err());
+        assert!(parse_backend("http://::1:80", base).is_err());
+        assert!(parse_backend("http://127.0.0.1:99999", base).is_err());
+        assert!(parse_backend("http://127.0.0.1:80/x", base).is_err());
+    }
+}

@@ -1,0 +1,475 @@
+//! The pingora `ProxyHttp` service: each callback is a few lines calling one pipeline step.
+//!
+//! `request_filter` runs [`admit`] (sanitize → route → authenticate → authorize) and either
+//! stores the [`Permit`] or writes the refusal; `upstream_peer` picks a backend;
+//! `upstream_request_filter` rewrites; `logging` writes the access line and metrics.
+//! Each request holds the [`Snapshot`] it started with, so a reload never changes the rules
+//! under a request in flight.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::authenticate::{Caller, RequestInfo, RouteAuth};
+use crate::authorize::{Permit, authorize};
+use crate::endpoints::{Endpoint, Reply};
+use crate::error::Rejection;
+use crate::rewrite::{Downstream, rewrite};
+use crate::route::{Router, raw_host, request_host};
+use crate::sanitize::Sanitizer;
+use crate::shutdown::InFlight;
+
+/// Everything a request needs from the configuration, swapped whole on reload.
+pub struct Snapshot {
+    pub sanitizer: Sanitizer,
+    pub router: Router,
+    /// Authentication for `/-/whoami` (None: not configured, 404).
+    pub whoami_auth: Option<RouteAuth>,
+    /// Authentication for `/-/metrics` (None: not configured, 404).
+    pub metrics_auth: Option<RouteAuth>,
+    pub access_log: bool,
+    pub tls_listeners: Vec<std::net::SocketAddr>,
+}
+
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+}
+
+/// Where a request stands in admission. Reading a permit from anything but `Admitted` is an
+/// internal error: the request fails closed.
+pub enum Admission {
+    Pending,
+    Admitted(Permit),
+    Rejected(Rejection),
+    /// A gateway endpoint answered, for this caller.
+    Served(Caller),
+}
+
+pub struct Ctx {
+    start: Instant,
+    request_id: String,
+    snapshot: Arc<Snapshot>,
+    admission: Admission,
+    /// Backends tried so far (indexes into the route's pool).
+    tried: Vec<usize>,
+    client: Option<IpAddr>,
+    /// Lower case, without port: for routing.
+    host: Option<String>,
+    /// As the client sent it (Host or :authority): for X-Forwarded-Host.
+    raw_host: Option<String>,
+    /// Name for logs and metrics: the route, a `-/…` endpoint, or `-` before routing.
+    label: String,
+    /// Set when `fail_to_proxy` answered, for the log.
+    failure: Option<Rejection>,
+    _in_flight: InFlight,
+}
+
+enum Admitted {
+    Proxy(Permit),
+    Endpoint(Endpoint, Caller),
+}
+
+impl Gateway {
+    pub fn new(snapshot: Snapshot) -> Self {
+        Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// Replaces the rules for requests that start from now on.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    match session.client_addr()? {
+        PingoraAddr::Inet(a) => Some(a.ip()),
+        _ => None,
+    }
+}
+
+fn downstream_tls(session: &Session, snap: &Snapshot) -> bool {
+    match session.server_addr() {
+        Some(PingoraAddr::Inet(a)) => snap.tls_listeners.contains(a),
+        _ => false,
+    }
+}
+
+/// sanitize → route → authenticate → authorize, one `?` per step.
+async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejection> {
+    let snap = ctx.snapshot.clone();
+    let http2 = session.is_http2();
+    snap.sanitizer.check(session.req_header(), http2)?;
+    snap.sanitizer.strip(session.req_header_mut());
+    ctx.host = request_host(session.req_header());
+    ctx.raw_host = raw_host(session.req_header());
+    let path = session.req_header().uri.path().to_string();
+    let info = RequestInfo {
+        headers: &session.req_header().headers,
+        client: ctx.client,
+    };
+
+    if path == "/-" || path.starts_with("/-/") {
+        let ep = Endpoint::parse(&path)?;
+        ctx.label = ep.name().to_string();
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::HEAD {
+            return Err(Rejection::MethodNotAllowed(format!(
+                "{} takes GET or HEAD",
+                ep.name()
+            )));
+        }
+        let auth = match ep {
+            Endpoint::Healthz | Endpoint::Ready => Some(&RouteAuth::Public),
+            Endpoint::Whoami => snap.whoami_auth.as_ref(),
+            Endpoint::Metrics => snap.metrics_auth.as_ref(),
+        };
+        let auth = auth.ok_or_else(|| {
+            Rejection::NotFound(format!(
+                "{} is not enabled: set [gateway] authenticators in the config",
+                ep.name()
+            ))
+        })?;
+        let caller = auth.authenticate(&info).await?;
+        return Ok(Admitted::Endpoint(ep, caller));
+    }
+
+    let route = snap
+        .router
+        .find(ctx.host.as_deref(), &path)
+        .ok_or_else(|| Rejection::NotFound(format!("no route for {path}")))?
+        .clone();
+    ctx.label = route.config.name.clone();
+    let caller = route.auth.authenticate(&info).await?;
+    let permit = authorize(&route, caller)?;
+    Ok(Admitted::Proxy(permit))
+}
+
+async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&str, String)]) {
+    let mut resp = match ResponseHeader::build(reply.status, Some(4)) {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    let _ = resp.insert_header("content-type", reply.content_type);
+    let _ = resp.insert_header("content-length", reply.body.len().to_string());
+    let _ = resp.insert_header("cache-control", "no-store");
+    let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
+    for (k, v) in extra {
+        let _ = resp.insert_header(k.to_string(), v.as_str());
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    if session
+        .write_response_header(Box::new(resp), head_only)
+        .await
+        .is_ok()
+        && !head_only
+    {
+        let _ = session.write_response_body(Some(reply.body), true).await;
+    }
+}
+
+async fn write_rejection(session: &mut Session, ctx: &Ctx, r: &Rejection) {
+    let reply = Reply {
+        status: r.status(),
+        content_type: "application/json",
+        body: r.body(),
+    };
+    let extra: Vec<(&str, String)> = r.headers();
+    write_reply(session, ctx, reply, &extra).await;
+}
+
+/// A random request id (96 bits, hex).
+fn new_request_id() -> String {
+    let mut b = [0u8; 12];
+    if getrandom::getrandom(&mut b).is_err() {
+        // The kernel's RNG does not fail in practice; an id is not a secret anyway.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b.copy_from_slice(&t.to_le_bytes()[..12]);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn upstream_failure(e: &Error) -> Rejection {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectTimedout => Rejection::GatewayTimeout("connecting to the upstream timed out".into()),
+        ReadTimedout | WriteTimedout => {
+            Rejection::GatewayTimeout("the upstream did not answer in time".into())
+        }
+        HTTPStatus(code) if *code == 503 => Rejection::Unavailable("no healthy backend".into()),
+        ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
+        | TLSHandshakeFailure | InvalidCert | ConnectionClosed | ReadError | WriteError
+        | ConnectProxyFailure => {
+            Rejection::BadGateway("the upstream refused the connection or broke it".into())
+        }
+        _ => Rejection::BadGateway("the upstream's answer could not be used".into()),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            request_id: new_request_id(),
+            snapshot: self.snapshot.load_full(),
+            admission: Admission::Pending,
+            tried: Vec::new(),
+            client: None,
+            host: None,
+            raw_host: None,
+            label: "-".into(),
+            failure: None,
+            _in_flight: InFlight::start(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.client = client_ip(session);
+        match admit(session, ctx).await {
+            Ok(Admitted::Proxy(permit)) => {
+                ctx.admission = Admission::Admitted(permit);
+                Ok(false)
+            }
+            Ok(Admitted::Endpoint(ep, caller)) => {
+                let reply = ep.serve(&caller);
+                write_reply(session, ctx, reply, &[]).await;
+                ctx.admission = Admission::Served(caller);
+                Ok(true)
+            }
+            Err(r) => {
+                if r.status() == 400 {
+                    // An ambiguous request may have left bytes we did not read as intended.
+                    session.set_keepalive(None);
+                }
+                write_rejection(session, ctx, &r).await;
+                ctx.admission = Admission::Rejected(r);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Admission::Admitted(permit) = &ctx.admission else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer without a permit");
+        };
+        let pool = &permit.route().pool;
+        let idx = match pool.select(&ctx.tried) {
+            Ok(i) => i,
+            Err(r) => {
+                ctx.failure = Some(r);
+                return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend");
+            }
+        };
+        ctx.tried.push(idx);
+        pool.peer(idx).map_err(|r| {
+            let msg = r.detail().to_string();
+            ctx.failure = Some(r);
+            Error::explain(ErrorType::InternalError, msg)
+        })
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let Admission::Admitted(permit) = &ctx.admission {
+            let pool = &permit.route().pool;
+            if let Some(&idx) = ctx.tried.last() {
+                pool.mark_failed(idx);
+                tracing::warn!(
+                    request_id = %ctx.request_id,
+                    pool = %pool.config.name,
+                    backend = %pool.backend(idx),
+                    error = %e,
+                    "cannot connect to backend"
+                );
+            }
+            // Nothing was sent yet, so trying another backend is safe for any method.
+            if ctx.tried.len() < pool.config.backends.len() {
+                e.set_retry(true);
+            }
+            let kind = if matches!(e.etype(), ErrorType::ConnectTimedout) {
+                "connect_timeout"
+            } else {
+                "connect"
+            };
+            crate::telemetry::metrics()
+                .upstream_errors
+                .with_label_values(&[pool.config.name.as_str(), kind])
+                .inc();
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Admission::Admitted(permit) = &ctx.admission else {
+            return Error::e_explain(ErrorType::InternalError, "rewrite without a permit");
+        };
+        let Some(&idx) = ctx.tried.last() else {
+            return Error::e_explain(ErrorType::InternalError, "rewrite without a backend");
+        };
+        let down = Downstream {
+            client: ctx.client,
+            tls: downstream_tls(session, &ctx.snapshot),
+            host: ctx.raw_host.as_deref(),
+            request_id: &ctx.request_id,
+        };
+        rewrite(upstream, permit, permit.route().pool.backend(idx), &down)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let rejection = match ctx.failure.take() {
+            Some(r) => r,
+            None => match e.esource() {
+                ErrorSource::Downstream => {
+                    if matches!(
+                        e.etype(),
+                        ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+                    ) {
+                        // The client is gone: nobody to answer.
+                        return FailToProxy {
+                            error_code: 0,
+                            can_reuse_downstream: false,
+                        };
+                    }
+                    Rejection::BadRequest("the request could not be read".into())
+                }
+                ErrorSource::Upstream => upstream_failure(e),
+                _ => match e.etype() {
+                    ErrorType::HTTPStatus(503) => upstream_failure(e),
+                    _ => Rejection::Internal(e.to_string()),
+                },
+            },
+        };
+        if e.esource() == &ErrorSource::Upstream
+            && !matches!(
+                e.etype(),
+                ErrorType::ConnectTimedout | ErrorType::ConnectRefused
+            )
+            && let Admission::Admitted(permit) = &ctx.admission
+        {
+            let kind = if rejection.status() == 504 {
+                "timeout"
+            } else {
+                "other"
+            };
+            crate::telemetry::metrics()
+                .upstream_errors
+                .with_label_values(&[permit.route().pool.config.name.as_str(), kind])
+                .inc();
+        }
+        let code = rejection.status();
+        if session.response_written().is_none() {
+            write_rejection(session, ctx, &rejection).await;
+        }
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            route = %ctx.label,
+            status = code,
+            error = %e,
+            "request failed"
+        );
+        ctx.failure = Some(rejection);
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
+        // fail_to_proxy logs every failure with the request id.
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or_else(|| ctx.failure.as_ref().map(Rejection::status))
+            .unwrap_or(0);
+        let elapsed = ctx.start.elapsed();
+        let m = crate::telemetry::metrics();
+        m.requests
+            .with_label_values(&[ctx.label.as_str(), &status.to_string()])
+            .inc();
+        m.duration
+            .with_label_values(&[ctx.label.as_str()])
+            .observe(elapsed.as_secs_f64());
+        if !ctx.snapshot.access_log {
+            return;
+        }
+        let req = session.req_header();
+        let caller = match &ctx.admission {
+            Admission::Admitted(p) => Some(p.caller()),
+            Admission::Served(c) => Some(c),
+            _ => None,
+        };
+        let (user, via, method) = match caller {
+            Some(Caller::User(id)) => (id.user(), id.via().unwrap_or(""), id.method()),
+            Some(Caller::Public) => ("", "", "public"),
+            None => ("", "", ""),
+        };
+        let backend = match (&ctx.admission, ctx.tried.last()) {
+            (Admission::Admitted(p), Some(&i)) => p.route().pool.backend(i).to_string(),
+            _ => String::new(),
+        };
+        let reason = match &ctx.admission {
+            Admission::Rejected(r) => r.detail().to_string(),
+            _ => ctx
+                .failure
+                .as_ref()
+                .map(|r| r.detail().to_string())
+                .unwrap_or_default(),
+        };
+        tracing::info!(
+            target: "access",
+            request_id = %ctx.request_id,
+            client = %ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+            method = %req.method,
+            // The path only: query strings can carry tokens.
+            path = %req.uri.path(),
+            version = ?req.version,
+            route = %ctx.label,
+            user,
+            via,
+            auth = method,
+            backend,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            reason,
+            "request"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! hpcgate: an authenticating reverse proxy and gateway for HPC centres.
+//!
+//! The request pipeline, one module per step (see `gateway.rs`, which calls them):
+//! [`sanitize`] → [`route`] → [`authenticate`] → [`authorize`] → [`upstream`] →
+//! [`rewrite`] → log ([`telemetry`]).
+#![forbid(unsafe_code)]
+
+pub mod authenticate;
+pub mod authorize;
+pub mod config;
+pub mod demo;
+pub mod endpoints;
+pub mod error;
+pub mod gateway;
+pub mod rewrite;
+pub mod route;
+pub mod sanitize;
+pub mod secret;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,105 @@
+//! The `route` step: the longest path prefix (on whole segments) among routes for the
+//! request's host, then among routes for any host.
+
+use std::sync::Arc;
+
+use crate::authenticate::RouteAuth;
+use crate::config::Route;
+use crate::upstream::Pool;
+
+/// A route with what it needs at request time.
+pub struct RouteEntry {
+    pub config: Route,
+    pub auth: RouteAuth,
+    pub pool: Arc<Pool>,
+}
+
+pub struct Router {
+    /// Host-specific routes first, then by descending prefix length: the first match wins.
+    routes: Vec<Arc<RouteEntry>>,
+}
+
+impl Router {
+    pub fn new(mut routes: Vec<Arc<RouteEntry>>) -> Self {
+        routes.sort_by(|a, b| {
+            b.config
+                .host
+                .is_some()
+                .cmp(&a.config.host.is_some())
+                .then(b.config.path_prefix.len().cmp(&a.config.path_prefix.len()))
+        });
+        Router { routes }
+    }
+
+    /// `host` is lower case without port.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<RouteEntry>> {
+        self.routes.iter().find(|r| {
+            r.config.host.as_deref().is_none_or(|h| Some(h) == host)
+                && prefix_matches(&r.config.path_prefix, path)
+        })
+    }
+}
+
+/// `/a` matches `/a`, `/a/` and `/a/b`, not `/ab`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || (path.starts_with(prefix)
+            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+}
+
+/// The path sent upstream when the route strips its prefix (always starting with `/`).
+pub fn strip_prefix<'a>(prefix: &str, path: &'a str) -> &'a str {
+    if prefix == "/" {
+        return path;
+    }
+    match &path[prefix.len()..] {
+        "" => "/",
+        rest => rest,
+    }
+}
+
+/// The host as the client sent it: the target's authority, else the `Host` header.
+pub fn raw_host(req: &pingora::http::RequestHeader) -> Option<String> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+}
+
+/// The host a request is for: the target's authority (absolute form, h2) or `Host`,
+/// lower case, without port.
+pub fn request_host(req: &pingora::http::RequestHeader) -> Option<String> {
+    let raw = raw_host(req)?;
+    let host = if let Some(v6) = raw.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default().to_string()
+    } else {
+        raw.split(':').next().unwrap_or_default().to_string()
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_segments() {
+        assert!(prefix_matches("/a", "/a"));
+        assert!(prefix_matches("/a", "/a/"));
+        assert!(prefix_matches("/a", "/a/b"));
+        assert!(!prefix_matches("/a", "/ab"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn stripping_keeps_a_leading_slash() {
+        assert_eq!(strip_prefix("/prom", "/prom"), "/");
+        assert_eq!(strip_prefix("/prom", "/prom/api/v1"), "/api/v1");
+        assert_eq!(strip_prefix("/", "/x"), "/x");
+    }
+}

@@ -1,0 +1,172 @@
+//! Builds the running gateway from a checked [`Config`]: the pingora server, its listeners,
+//! the proxy service and background services.
+
+use std::sync::Arc;
+
+use pingora::listeners::TcpSocketOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::BackgroundService;
+
+use crate::authenticate::Authenticators;
+use crate::config::Config;
+use crate::gateway::{Gateway, Snapshot};
+use crate::route::{RouteEntry, Router};
+use crate::sanitize::Sanitizer;
+use crate::tls::CertStore;
+use crate::upstream::Pool;
+
+/// Builds everything requests need from a config. Fails (with a reason) rather than
+/// half-building.
+pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
+    let auths = Authenticators::build(config)?;
+    let mut pools = std::collections::BTreeMap::new();
+    for (name, p) in &config.pools {
+        pools.insert(name.clone(), Arc::new(Pool::new(p)?));
+    }
+    let mut routes = Vec::new();
+    for r in &config.routes {
+        let auth = auths
+            .route_auth(&r.authenticators)
+            .ok_or_else(|| format!("route {}: authenticators not built", r.name))?;
+        let pool = pools
+            .get(&r.pool)
+            .ok_or_else(|| format!("route {}: pool {} not built", r.name, r.pool))?
+            .clone();
+        routes.push(Arc::new(RouteEntry {
+            config: r.clone(),
+            auth,
+            pool,
+        }));
+    }
+    let whoami_auth = auths.route_auth(&config.gateway.authenticators);
+    let metrics_auth = if config.gateway.metrics_public {
+        Some(crate::authenticate::RouteAuth::Public)
+    } else {
+        whoami_auth.clone()
+    };
+    Ok(Snapshot {
+        sanitizer: Sanitizer::new(&config.strip_headers),
+        router: Router::new(routes),
+        whoami_auth,
+        metrics_auth,
+        access_log: config.logging.access_log,
+        tls_listeners: config
+            .listeners
+            .iter()
+            .filter(|l| l.tls.is_some())
+            .map(|l| l.address)
+            .collect(),
+    })
+}
+
+/// Checks that every listener address can be bound now, for a clear error instead of a
+/// failure inside pingora's start-up.
+fn check_bindable(config: &Config) -> Result<(), String> {
+    for l in &config.listeners {
+        let sock = match l.address {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        };
+        let bound = sock.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(l.address)
+        });
+        if let Err(e) = bound {
+            return Err(format!(
+                "{}: cannot listen on {}: {e}",
+                config.path.display(),
+                l.address
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the gateway until it is stopped. `extra` are background services to run beside the
+/// proxy (the demo's upstream, for instance).
+pub fn run(
+    config: Config,
+    extra: Vec<Box<dyn BackgroundService + Send + Sync>>,
+    on_start: impl FnOnce(),
+) -> Result<(), String> {
+    // rustls needs one process-wide crypto provider; pingora installs ring as well.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let snap = snapshot(&config)?;
+    // pingora's runtimes are created inside `run`; this small runtime only checks binds.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?
+        .block_on(async { check_bindable(&config) })?;
+
+    let grace = config.grace_period.as_secs().max(1);
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut svc = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(snap),
+        "hpcgate",
+    );
+    for l in &config.listeners {
+        let addr = l.address.to_string();
+        let sock_opt = l.address.is_ipv6().then(|| {
+            let mut o = TcpSocketOptions::default();
+            o.ipv6_only = Some(true);
+            o
+        });
+        match &l.tls {
+            Some(files) => {
+                let mut tls = TlsSettings::intermediate("", "")
+                    .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
+                tls.set_cert_resolver(Arc::new(CertStore::new(files.loaded.clone())));
+                if l.http2 {
+                    tls.enable_h2();
+                }
+                svc.add_tls_with_settings(&addr, sock_opt, tls);
+            }
+            None => match sock_opt {
+                Some(o) => svc.add_tcp_with_settings(&addr, o),
+                None => svc.add_tcp(&addr),
+            },
+        }
+    }
+    server.add_service(svc);
+    for (i, b) in extra.into_iter().enumerate() {
+        server.add_service(pingora::services::background::background_service(
+            &format!("background-{i}"),
+            Boxed(b),
+        ));
+    }
+    for l in &config.listeners {
+        tracing::info!(
+            address = %l.address,
+            tls = l.tls.is_some(),
+            http2 = l.tls.is_some() && l.http2,
+            "listening"
+        );
+    }
+    on_start();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(crate::shutdown::Signals),
+    });
+    Ok(())
+}
+
+/// A boxed background service (pingora wants a concrete type).
+struct Boxed(Box<dyn BackgroundService + Send + Sync>);
+
+#[async_trait::async_trait]
+impl BackgroundService for Boxed {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.0.start(shutdown).await
+    }
+}

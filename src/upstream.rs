@@ -1,0 +1,195 @@
+//! The `upstream` step: a route's pool picks a backend, round-robin, skipping backends that
+//! recently refused connections (passive marking, like nginx's `fail_timeout`).
+//!
+//! A pool of one backend never marks it down: its errors are reported as they happen (502,
+//! 504). When every backend of a larger pool is marked down, the request gets 503.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::WrappedX509;
+
+use crate::config::{self, BackendAddr};
+use crate::error::Rejection;
+
+pub struct Pool {
+    pub config: config::Pool,
+    next: AtomicUsize,
+    /// Per backend: milliseconds since `epoch` until which it is skipped.
+    down_until: Vec<AtomicU64>,
+    epoch: Instant,
+    ca: Option<Arc<[WrappedX509]>>,
+    authorization: Option<http::HeaderValue>,
+}
+
+impl Pool {
+    pub fn new(config: &config::Pool) -> Result<Self, String> {
+        let ca = match &config.tls_ca {
+            None => None,
+            Some(path) => Some(load_ca(path)?),
+        };
+        let authorization = match &config.authorization {
+            None => None,
+            Some(s) => {
+                let mut v = http::HeaderValue::from_str(s.expose()).map_err(|_| {
+                    format!("pools.{}.authorization: invalid header value", config.name)
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(Pool {
+            down_until: config.backends.iter().map(|_| AtomicU64::new(0)).collect(),
+            config: config.clone(),
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            ca,
+            authorization,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The next backend in turn that is not marked down and not in `tried`.
+    pub fn select(&self, tried: &[usize]) -> Result<usize, Rejection> {
+        let n = self.config.backends.len();
+        let now = self.now_ms();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| {
+                !tried.contains(&i) && (n == 1 || self.down_until[i].load(Ordering::Relaxed) <= now)
+            })
+            .ok_or_else(|| {
+                Rejection::Unavailable(format!("no healthy backend in pool `{}`", self.config.name))
+            })
+    }
+
+    /// Skips backend `i` for `fail_timeout` (only in pools of two or more).
+    pub fn mark_failed(&self, i: usize) {
+        if self.config.backends.len() > 1 {
+            let until = self.now_ms() + self.config.fail_timeout.as_millis() as u64;
+            self.down_until[i].store(until, Ordering::Relaxed);
+        }
+    }
+
+    pub fn backend(&self, i: usize) -> &BackendAddr {
+        &self.config.backends[i]
+    }
+
+    /// The `Authorization` value this pool sends upstream, if configured.
+    pub fn authorization(&self) -> Option<&http::HeaderValue> {
+        self.authorization.as_ref()
+    }
+
+    /// A pingora peer for backend `i`, with the pool's timeouts and TLS settings.
+    pub fn peer(&self, i: usize) -> Result<Box<HttpPeer>, Rejection> {
+        let mut peer = match self.backend(i) {
+            BackendAddr::Tcp { addr, host, tls } => {
+                let sni = if *tls {
+                    self.config
+                        .tls_server_name
+                        .clone()
+                        .unwrap_or_else(|| host.clone())
+                } else {
+                    String::new()
+                };
+                HttpPeer::new(*addr, *tls, sni)
+            }
+            BackendAddr::Unix(path) => {
+                let p = path.to_str().ok_or_else(|| {
+                    Rejection::Internal(format!("socket path {} is not UTF-8", path.display()))
+                })?;
+                HttpPeer::new_uds(p, false, String::new())
+                    .map_err(|e| Rejection::Internal(format!("unix socket {p}: {e}")))?
+            }
+        };
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.config.connect_timeout);
+        o.total_connection_timeout = Some(self.config.connect_timeout);
+        o.read_timeout = Some(self.config.read_timeout);
+        o.write_timeout = Some(self.config.write_timeout);
+        o.verify_cert = self.config.tls_verify;
+        o.verify_hostname = self.config.tls_verify;
+        if let Some(ca) = &self.ca {
+            o.ca = Some(ca.clone());
+        }
+        Ok(Box::new(peer))
+    }
+}
+
+fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("CA file {} holds no certificate", path.display()));
+    }
+    let mut out = Vec::new();
+    for c in certs {
+        let der = c.to_vec();
+        // pingora's parser panics on certificates it cannot read: turn that into an error
+        // here, at start-up, rather than on a request.
+        let wrapped =
+            std::panic::catch_unwind(|| WrappedX509::new(der, pingora::utils::tls::parse_x509))
+                .map_err(|_| {
+                    format!("CA file {}: a certificate cannot be parsed", path.display())
+                })?;
+        out.push(wrapped);
+    }
+    Ok(out.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pool(n: usize) -> Pool {
+        let backends = (0..n)
+            .map(|i| BackendAddr::Tcp {
+                addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+                host: "127.0.0.1".into(),
+                tls: false,
+            })
+            .collect();
+        Pool::new(&config::Pool {
+            name: "p".into(),
+            backends,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(1),
+            tls_ca: None,
+            tls_verify: true,
+            tls_server_name: None,
+            authorization: None,
+            fail_timeout: Duration::from_secs(60),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn round_robin_skips_failed_backends() {
+        let p = pool(3);
+        let picks: Vec<_> = (0..3).map(|_| p.select(&[]).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2]);
+        p.mark_failed(1);
+        let picks: Vec<_> = (0..4).map(|_| p.select(&[]).unwrap()).collect();
+        assert!(!picks.contains(&1));
+        assert_eq!(p.select(&[0, 2]).unwrap_err().status(), 503);
+    }
+
+    #[test]
+    fn a_single_backend_is_never_marked_down() {
+        let p = pool(1);
+        p.mark_failed(0);
+        assert_eq!(p.select(&[]).unwrap(), 0);
+    }
+}
