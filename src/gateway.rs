@@ -107,7 +107,21 @@ fn downstream_tls(session: &Session, snap: &Snapshot) -> bool {
 async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejection> {
     let snap = ctx.snapshot.clone();
     let http2 = session.is_http2();
-    snap.sanitizer.check(session.req_header(), http2)?;
+    // pingora drops Content-Length when Transfer-Encoding is present; the raw header block
+    // still shows whether the client sent both.
+    let raw_headers = match (http2, session.as_http1()) {
+        (false, Some(h1))
+            if session
+                .req_header()
+                .headers
+                .contains_key("transfer-encoding") =>
+        {
+            Some(h1.get_headers_raw_bytes())
+        }
+        _ => None,
+    };
+    snap.sanitizer
+        .check(session.req_header(), http2, raw_headers.as_deref())?;
     snap.sanitizer.strip(session.req_header_mut());
     ctx.host = request_host(session.req_header());
     ctx.raw_host = raw_host(session.req_header());
@@ -392,6 +406,9 @@ impl ProxyHttp for Gateway {
         }
         let code = rejection.status();
         if session.response_written().is_none() {
+            // The connection is not reused after a failure (the request body may be unread):
+            // say so, or the client would send its next request into a closing socket.
+            session.set_keepalive(None);
             write_rejection(session, ctx, &rejection).await;
         }
         tracing::warn!(

@@ -34,8 +34,14 @@ impl Sanitizer {
         }
     }
 
-    /// Refuses ambiguous requests. `http2` says how the request arrived.
-    pub fn check(&self, req: &RequestHeader, http2: bool) -> Result<(), Rejection> {
+    /// Refuses ambiguous requests. `http2` says how the request arrived; `raw_headers` is the
+    /// HTTP/1 header block as received, when the parsed headers may have lost something.
+    pub fn check(
+        &self,
+        req: &RequestHeader,
+        http2: bool,
+        raw_headers: Option<&[u8]>,
+    ) -> Result<(), Rejection> {
         if req.method == http::Method::CONNECT {
             return Err(bad("CONNECT is not supported: this is not a forward proxy"));
         }
@@ -64,7 +70,8 @@ impl Sanitizer {
             if http2 {
                 return Err(bad("Transfer-Encoding is not allowed in HTTP/2"));
             }
-            if lengths > 0 {
+            if lengths > 0 || raw_headers.is_some_and(|raw| raw_has_header(raw, b"content-length"))
+            {
                 return Err(bad("both Content-Length and Transfer-Encoding"));
             }
             if te.len() != 1 || !te[0].as_bytes().eq_ignore_ascii_case(b"chunked") {
@@ -123,6 +130,15 @@ impl Sanitizer {
             req.remove_header(&name);
         }
     }
+}
+
+/// Whether a raw HTTP/1 header block has a header line named `name` (lower case).
+fn raw_has_header(raw: &[u8], name: &[u8]) -> bool {
+    raw.split(|&b| b == b'\n').any(|line| {
+        line.iter()
+            .position(|&b| b == b':')
+            .is_some_and(|i| line[..i].trim_ascii().eq_ignore_ascii_case(name))
+    })
 }
 
 /// The path-and-query part of a target that may be in absolute form (`http://h/p?q`).
@@ -231,7 +247,7 @@ mod tests {
     fn smuggling_headers_are_refused() {
         let s = sanitizer();
         let ok = [("host", "gw")];
-        assert!(s.check(&req("/", &ok), false).is_ok());
+        assert!(s.check(&req("/", &ok), false, None).is_ok());
         let cases: &[&[(&str, &str)]] = &[
             &[
                 ("host", "gw"),
@@ -256,10 +272,20 @@ mod tests {
         ];
         for c in cases {
             assert!(
-                s.check(&req("/", c), false).is_err(),
+                s.check(&req("/", c), false, None).is_err(),
                 "{c:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn content_length_hidden_behind_transfer_encoding_is_found() {
+        let s = sanitizer();
+        let r = req("/", &[("host", "gw"), ("transfer-encoding", "chunked")]);
+        let raw = b"Host: gw\r\nTransfer-Encoding: chunked\r\ncontent-LENGTH : 4\r\n\r\n";
+        assert!(s.check(&r, false, Some(raw)).is_err());
+        let raw = b"Host: gw\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(s.check(&r, false, Some(raw)).is_ok());
     }
 
     #[test]
@@ -270,9 +296,9 @@ mod tests {
             r.set_uri(target.parse().unwrap());
             r
         };
-        assert!(s.check(&absolute("http://gw/x"), false).is_ok());
-        assert!(s.check(&absolute("http://evil/x"), false).is_err());
-        assert!(s.check(&absolute("http://user@gw/x"), false).is_err());
+        assert!(s.check(&absolute("http://gw/x"), false, None).is_ok());
+        assert!(s.check(&absolute("http://evil/x"), false, None).is_err());
+        assert!(s.check(&absolute("http://user@gw/x"), false, None).is_err());
     }
 
     #[test]

@@ -1,0 +1,338 @@
+//! Test harness: the real `hpcgate` binary with a temporary config, a recording upstream,
+//! and clients that talk to it over TLS (h1, h2), plain TCP and raw bytes.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const ALICE_PW: &str = "alice-secret-pw";
+pub const BOB_PW: &str = "bob-secret-pw";
+
+/// A free TCP port on 127.0.0.1 (the kernel picks; the tiny race is acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One request as an upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    pub fn one(&self, name: &str) -> Option<&str> {
+        let all = self.all(name);
+        assert!(
+            all.len() <= 1,
+            "header {name} seen {} times: {all:?}",
+            all.len()
+        );
+        all.first().copied()
+    }
+}
+
+/// An HTTP upstream that records every request and answers 200 with a small JSON body.
+/// `delay` makes it slow (for timeouts and graceful shutdown).
+pub struct Recorder {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    pub async fn start(delay: Duration) -> Recorder {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let s = seen.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(Seen {
+                    method: req.method().to_string(),
+                    uri: req.uri().to_string(),
+                    headers: req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.to_string(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect(),
+                });
+                tokio::time::sleep(delay).await;
+                axum::Json(serde_json::json!({"upstream": "recorder", "path": req.uri().path()}))
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Recorder { addr, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
+    }
+}
+
+/// A TCP server that accepts connections and never answers.
+pub async fn hanging_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    addr
+}
+
+/// A running gateway process, killed on drop.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub tls_port: u16,
+    pub plain_port: u16,
+    pub v6_port: Option<u16>,
+    pub log: PathBuf,
+}
+
+/// The parts of a test config that vary; the harness adds listeners, certs and users.
+pub struct Setup {
+    /// TOML for pools, routes and extra authenticators (`local` is always defined).
+    pub body: String,
+    pub ipv6: bool,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hpcgate")
+}
+
+/// Writes certs, a users file (alice: hpc-admins; bob) and the config into `dir`.
+pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v6: Option<u16>) {
+    hpcgate::tls::generate_dev_certs(
+        dir,
+        &["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        true,
+    )
+    .unwrap();
+    let users = format!(
+        "[[users]]\nname = \"alice\"\npassword_hash = \"{}\"\ngroups = [\"hpc-admins\", \
+         \"hpc-users\"]\nemail = \"alice@example.org\"\n\n[[users]]\nname = \"bob\"\n\
+         password_hash = \"{}\"\ngroups = [\"hpc-users\"]\n",
+        hpcgate::authenticate::static_users::hash_password(ALICE_PW).unwrap(),
+        hpcgate::authenticate::static_users::hash_password(BOB_PW).unwrap(),
+    );
+    std::fs::write(dir.join("users.toml"), users).unwrap();
+    let v6_listener = match v6 {
+        Some(p) => format!(
+            "[[listeners]]\naddress = \"[::1]:{p}\"\ntls_cert = \"server.pem\"\n\
+             tls_key = \"server-key.pem\"\n"
+        ),
+        None => String::new(),
+    };
+    let config = format!(
+        "[server]\nstate_dir = \"state\"\ngrace_period = \"10s\"\n\n\
+         [logging]\nlevel = \"info\"\nformat = \"json\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls_cert = \"server.pem\"\n\
+         tls_key = \"server-key.pem\"\n\n\
+         [[listeners]]\naddress = \"127.0.0.1:{plain_port}\"\n\n{v6_listener}\n\
+         [authenticators.local]\ntype = \"static\"\nusers_file = \"users.toml\"\n\n\
+         [authenticators.public]\ntype = \"none\"\n\n\
+         [gateway]\nauthenticators = [\"local\"]\n\n{}\n",
+        setup.body
+    );
+    std::fs::write(dir.join("hpcgate.toml"), config).unwrap();
+}
+
+impl Gateway {
+    pub async fn start(setup: Setup) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let tls_port = free_port();
+        let plain_port = free_port();
+        let v6_port = setup.ipv6.then(|| {
+            std::net::TcpListener::bind("[::1]:0")
+                .expect("IPv6 loopback ([::1]) must be available for this test")
+                .local_addr()
+                .unwrap()
+                .port()
+        });
+        write_config(dir.path(), &setup, tls_port, plain_port, v6_port);
+        let log = dir.path().join("gateway.log");
+        let child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(dir.path().join("hpcgate.toml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start hpcgate");
+        let gw = Gateway {
+            child: Some(child),
+            dir,
+            tls_port,
+            plain_port,
+            v6_port,
+            log,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", self.plain_port)).await
+            {
+                let _ = s
+                    .write_all(b"GET /-/ready HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .await;
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf).await;
+                if buf.starts_with(b"HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not become ready; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.tls_port)
+    }
+
+    pub fn plain_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.plain_port)
+    }
+
+    /// A client that trusts the test CA; `h2`: HTTP/2 only via ALPN, else HTTP/1.1 only.
+    pub fn client(&self, h2: bool) -> reqwest::Client {
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(self.dir.path().join("ca.pem")).unwrap())
+                .unwrap();
+        let b = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false)
+            .timeout(Duration::from_secs(30));
+        let b = if h2 {
+            b.http2_prior_knowledge()
+        } else {
+            b.http1_only()
+        };
+        b.build().unwrap()
+    }
+
+    /// Sends raw bytes to the plain listener and returns the raw response.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.plain_port))
+            .await
+            .unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for the process to exit; returns how long that took.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let child = self.child.as_mut().unwrap();
+        while start.elapsed() < limit {
+            if child.try_wait().unwrap().is_some() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Basic credentials header value.
+pub fn basic(user: &str, pw: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+    )
+}
+
+/// Parses a raw HTTP/1.1 response: (status, lower-case headers, body).
+pub fn parse_raw(resp: &str) -> (u16, Vec<(String, String)>, String) {
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((resp, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+/// Asserts a JSON error envelope with the given status and errorType.
+pub fn assert_json_error(status: u16, body: &str, want_status: u16, want_type: &str) {
+    assert_eq!(status, want_status, "body: {body}");
+    let v: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body:?}"));
+    assert_eq!(v["status"], "error", "{body}");
+    assert_eq!(v["errorType"], want_type, "{body}");
+    assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
