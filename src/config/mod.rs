@@ -58,7 +58,6 @@ pub struct Config {
     pub grace_period: Duration,
     /// Normalised (lower case, `_` → `-`) names of inbound headers to strip.
     pub strip_headers: Vec<String>,
-    pub max_header_bytes: usize,
     pub logging: Logging,
     pub gateway: Gateway,
     pub listeners: Vec<Listener>,

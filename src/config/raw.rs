@@ -19,8 +19,6 @@ pub struct Server {
     /// Extra inbound headers to strip, on top of the built-in identity header list.
     #[serde(default)]
     pub strip_headers: Vec<String>,
-    /// Largest request header block accepted, in bytes (pingora's own limit applies too).
-    pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -32,8 +32,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
         errors: Vec::new(),
+        syntax_error: false,
+        failed_authenticators: HashSet::new(),
     };
     let raw = v.sections(text);
+    if !v.errors.is_empty() && v.syntax_error {
+        return Err(ConfigErrors(v.errors));
+    }
     let config = v.check(raw, path);
     if v.errors.is_empty() {
         Ok(config)
@@ -46,6 +51,11 @@ struct Validator {
     file: String,
     base: PathBuf,
     errors: Vec<ConfigError>,
+    /// The TOML did not parse: nothing else can be checked.
+    syntax_error: bool,
+    /// Authenticators that exist but failed their own checks (already reported), so that
+    /// references to them are not reported again as unknown.
+    failed_authenticators: HashSet<String>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -78,7 +88,8 @@ impl Validator {
                     .span()
                     .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
                 let key = line.map_or("-".to_string(), |l| format!("line {l}"));
-                self.err(key, format!("TOML syntax: {}", e.message()));
+                self.err(key, format!("TOML syntax: {}", e.message().trim()));
+                self.syntax_error = true;
                 return out;
             }
         };
@@ -90,7 +101,15 @@ impl Validator {
                 "listeners" => out.listeners = self.list(&key, value),
                 "routes" => out.routes = self.list(&key, value),
                 "pools" => out.pools = self.map(&key, value),
-                "authenticators" => out.authenticators = self.map(&key, value),
+                "authenticators" => {
+                    if let toml::Value::Table(t) = &value {
+                        self.failed_authenticators.extend(t.keys().cloned());
+                    }
+                    out.authenticators = self.map(&key, value);
+                    for name in out.authenticators.keys() {
+                        self.failed_authenticators.remove(name);
+                    }
+                }
                 _ => self.err(
                     key.clone(),
                     format!("unknown section; expected one of {}", SECTIONS.join(", ")),
@@ -110,7 +129,9 @@ impl Validator {
                 } else {
                     format!("{key}.{path}")
                 };
-                self.err(full, e.into_inner().to_string().trim_end().to_string());
+                let reason = e.into_inner().to_string();
+                let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+                self.err(full, reason);
                 None
             }
         }
@@ -197,7 +218,6 @@ impl Validator {
                 strip_headers.push(n);
             }
         }
-        let max_header_bytes = server.max_header_bytes.unwrap_or(64 * 1024);
 
         let logging = self.logging(raw.logging);
         let listeners = self.listeners(raw.listeners);
@@ -240,7 +260,6 @@ impl Validator {
             threads,
             grace_period,
             strip_headers,
-            max_header_bytes,
             logging,
             gateway,
             listeners,
@@ -458,6 +477,14 @@ impl Validator {
     }
 
     fn authenticator(&mut self, name: &str, a: raw::Authenticator) -> Option<Authenticator> {
+        let built = self.build_authenticator(name, a);
+        if built.is_none() {
+            self.failed_authenticators.insert(name.to_string());
+        }
+        built
+    }
+
+    fn build_authenticator(&mut self, name: &str, a: raw::Authenticator) -> Option<Authenticator> {
         let key = format!("authenticators.{name}");
         Some(match a {
             raw::Authenticator::None => Authenticator::None,
@@ -517,6 +544,8 @@ impl Validator {
                 self.err(format!("{key}[{i}]"), format!("`{n}` is listed twice"));
             }
             match known.get(n) {
+                // Reported already where it is defined.
+                None if self.failed_authenticators.contains(n) => {}
                 None => self.err(
                     format!("{key}[{i}]"),
                     format!("unknown authenticator `{n}`"),
