@@ -22,6 +22,10 @@ pub struct Pool {
     epoch: Instant,
     ca: Option<Arc<[WrappedX509]>>,
     authorization: Option<http::HeaderValue>,
+    /// pingora's connection-reuse key leaves out the CA a connection was verified with, so
+    /// each pool gets its own group: a connection one pool trusted is never reused by
+    /// another pool with different TLS settings.
+    group_key: u64,
 }
 
 impl Pool {
@@ -47,6 +51,12 @@ impl Pool {
             epoch: Instant::now(),
             ca,
             authorization,
+            group_key: {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                config.name.hash(&mut h);
+                h.finish()
+            },
         })
     }
 
@@ -108,6 +118,7 @@ impl Pool {
                     .map_err(|e| Rejection::Internal(format!("unix socket {p}: {e}")))?
             }
         };
+        peer.group_key = self.group_key;
         let o = &mut peer.options;
         o.connection_timeout = Some(self.config.connect_timeout);
         o.total_connection_timeout = Some(self.config.connect_timeout);

@@ -20,10 +20,15 @@ fn check_config_names_file_key_and_reason_for_every_broken_config() {
             continue;
         }
         let rel = format!("tests/configs/{name}");
-        let out = Command::new(bin()).args(["check-config", &rel]).output().unwrap();
-        let expected =
-            std::fs::read_to_string(format!("tests/configs/{}", name.replace(".toml", ".expected")))
-                .unwrap();
+        let out = Command::new(bin())
+            .args(["check-config", &rel])
+            .output()
+            .unwrap();
+        let expected = std::fs::read_to_string(format!(
+            "tests/configs/{}",
+            name.replace(".toml", ".expected")
+        ))
+        .unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert_eq!(stdout, expected, "check-config {rel}");
         assert_eq!(out.status.code(), Some(1), "{rel} must fail");
@@ -52,7 +57,11 @@ fn the_reference_config_is_valid() {
         "Bearer abc\n",
     )
     .unwrap();
-    let out = Command::new(bin()).arg("check-config").arg(&cfg).output().unwrap();
+    let out = Command::new(bin())
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}{}",
@@ -83,7 +92,10 @@ fn gen_cert_writes_a_ca_and_a_server_certificate_with_private_keys() {
     let d = dir.path().join("c");
     let run = |force: bool| {
         let mut cmd = Command::new(bin());
-        cmd.arg("gen-cert").arg("--dir").arg(&d).args(["--name", "gw.example.org"]);
+        cmd.arg("gen-cert")
+            .arg("--dir")
+            .arg(&d)
+            .args(["--name", "gw.example.org"]);
         if force {
             cmd.arg("--force");
         }
@@ -127,7 +139,13 @@ fn hash_password_reads_stdin_and_prints_an_argon2id_hash() {
 
 #[test]
 fn every_subcommand_has_help_and_version_prints() {
-    for sub in ["serve", "check-config", "gen-cert", "hash-password", "version"] {
+    for sub in [
+        "serve",
+        "check-config",
+        "gen-cert",
+        "hash-password",
+        "version",
+    ] {
         let out = Command::new(bin()).args([sub, "--help"]).output().unwrap();
         assert!(out.status.success(), "{sub} --help");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"));
@@ -156,8 +174,14 @@ async fn the_embedded_demo_answers_whoami_over_ipv4_and_ipv6() {
         .unwrap();
     let state = dir.path().join("hpcgate-demo");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("Try:") {
-        assert!(Instant::now() < deadline, "the demo printed no instructions");
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Try:")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the demo printed no instructions"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let banner = std::fs::read_to_string(&log).unwrap();
@@ -175,7 +199,13 @@ async fn the_embedded_demo_answers_whoami_over_ipv4_and_ipv6() {
     assert!(alice_pw.len() >= 16);
     assert!(banner.contains(&alice_pw), "the banner shows what to type");
     assert!(creds.lines().any(|l| l.starts_with("bob:")));
-    for f in ["ca.pem", "server.pem", "server-key.pem", "users.toml", "hpcgate.toml"] {
+    for f in [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "users.toml",
+        "hpcgate.toml",
+    ] {
         assert!(state.join(f).exists(), "{f}");
     }
 
@@ -185,7 +215,10 @@ async fn the_embedded_demo_answers_whoami_over_ipv4_and_ipv6() {
         .tls_built_in_root_certs(false)
         .build()
         .unwrap();
-    let mut urls = vec!["https://localhost:8443/-/whoami", "https://127.0.0.1:8443/-/whoami"];
+    let mut urls = vec![
+        "https://localhost:8443/-/whoami",
+        "https://127.0.0.1:8443/-/whoami",
+    ];
     if std::net::TcpListener::bind("[::1]:0").is_ok() {
         urls.push("https://[::1]:8443/-/whoami");
     }
@@ -231,7 +264,10 @@ async fn the_embedded_demo_answers_whoami_over_ipv4_and_ipv6() {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(8), "demo did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "demo did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Preparing the demo again keeps the credentials and the CA people already trust.

@@ -509,3 +509,49 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn https_backends_are_verified_against_the_pool_ca() {
+    // The upstream is a second gateway: TLS with its own development CA, public route.
+    let (inner, up) = echo_gateway(false).await;
+    let inner_ca = inner.dir.path().join("ca.pem");
+    let backend = format!("https://localhost:{}", inner.tls_port);
+    let body = route_to(
+        "trusted",
+        "/trusted",
+        std::slice::from_ref(&backend),
+        &format!("tls_ca = \"{}\"", inner_ca.display()),
+    ) + "strip_prefix = true\n"
+        + &route_to("untrusted", "/untrusted", &[backend], "");
+    let gw = Gateway::start(Setup { body, ipv6: false }).await;
+    let c = gw.client(false);
+    let r = c
+        .get(gw.url("/trusted/open/through"))
+        .header("authorization", basic("alice", ALICE_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.uri, "/open/through");
+    // The inner gateway strips the outer one's identity headers like any client's.
+    assert_eq!(seen.one("x-forwarded-user"), None);
+
+    // Without the CA the backend's certificate is not trusted: 502, nothing sent. This runs
+    // after the trusted pool opened a verified connection to the same address, which
+    // pingora would reuse across pools unless each pool has its own connection group.
+    let before = up.requests().len();
+    let r = c
+        .get(gw.url("/untrusted/open/x"))
+        .header("authorization", basic("alice", ALICE_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_json_error(
+        r.status().as_u16(),
+        &r.text().await.unwrap(),
+        502,
+        "bad_gateway",
+    );
+    assert_eq!(up.requests().len(), before);
+}
