@@ -91,6 +91,11 @@ pid_alive() {
   [[ -n "$state" && "$state" != Z* ]]
 }
 
+# group_alive PGID — true while any non-zombie process is in process group PGID.
+group_alive() {
+  ps -eo pgid=,stat= | awk -v g="$1" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'
+}
+
 # stop_pid PID DESCRIPTION [TIMEOUT_S] — SIGTERM, wait, then SIGKILL as a last resort.
 # Returns once the process is gone.
 stop_pid() {
