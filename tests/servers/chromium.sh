@@ -39,7 +39,7 @@ start() {
     </dev/null >"$d/chromedriver.out" 2>&1 &
   pid=$!
   echo "$pid" >"$d/chromedriver.pid"
-  wait_for "curl -fsS http://127.0.0.1:$port/status | grep -q '\"ready\": *true'" 15 \
+  wait_for_pid "$pid" "curl -fsS http://127.0.0.1:$port/status | grep -q '\"ready\": *true'" 15 \
     "chromedriver on 127.0.0.1:$port" "$d/chromedriver.out" "$d/chromedriver.log"
   # Refuse to run if it ended up listening beyond loopback.
   if ss -Hltnp "sport = :$port" | grep -v -E '127\.0\.0\.1:|\[::1\]:' | grep -q .; then

@@ -65,12 +65,27 @@ port_in_use() {
 # output discarded) every 0.1 s until it succeeds. On timeout print the tail of each
 # LOGFILE and die, so the reason a server did not come up is in the test output.
 wait_for() {
-  local cmd=$1 timeout=$2 desc=$3
-  shift 3
-  local deadline=$((SECONDS + timeout))
+  _wait_for "" "$@"
+}
+
+# wait_for_pid PID CMD TIMEOUT_S DESCRIPTION [LOGFILE...] — like wait_for, but fail at once
+# (not after the timeout) if process PID exits first: a server that cannot start says why.
+wait_for_pid() {
+  _wait_for "$@"
+}
+
+_wait_for() {
+  local pid=$1 cmd=$2 timeout=$3 desc=$4
+  shift 4
+  local deadline=$((SECONDS + timeout)) why=""
   until eval "$cmd" >/dev/null 2>&1; do
-    if ((SECONDS >= deadline)); then
-      echo "error: ${SERVER_NAME:-${0##*/}}: timed out after ${timeout}s waiting for $desc" >&2
+    if [[ -n $pid ]] && ! pid_alive "$pid"; then
+      why="the process (pid $pid) exited while waiting for $desc"
+    elif ((SECONDS >= deadline)); then
+      why="timed out after ${timeout}s waiting for $desc"
+    fi
+    if [[ -n $why ]]; then
+      echo "error: ${SERVER_NAME:-${0##*/}}: $why" >&2
       local f
       for f in "$@"; do
         echo "----- last lines of $f -----" >&2
@@ -164,9 +179,9 @@ env_unset() {
 
 # allow_traverse DIR — let non-root service users (postgres, slurm job users) reach
 # subdirectories of a test-owned DIR, which mktemp creates with mode 0700. Adds only
-# the search bit for others, never read.
+# the search bit (for group and others: munged checks both), never read.
 allow_traverse() {
-  chmod o+x "$1"
+  chmod go+x "$1"
 }
 
 # usage_exit TEXT — print usage and fail.

@@ -57,7 +57,7 @@ start() {
   setsid node "$APP_DIR/server.mjs" </dev/null >"$d/oidc.log" 2>&1 &
   pid=$!
   echo "$pid" >"$d/oidc.pid"
-  wait_for "curl -fsS $issuer/.well-known/openid-configuration" 20 \
+  wait_for_pid "$pid" "curl -fsS $issuer/.well-known/openid-configuration" 20 \
     "oidc provider on $issuer" "$d/oidc.log"
 
   env_set "$dir" OIDC_ISSUER "$issuer"

@@ -98,7 +98,7 @@ EOF
   setsid "$PY" -m http.server "$exporter_port" --bind 127.0.0.1 --directory "$D/exporter" \
     </dev/null >"$D/exporter.log" 2>&1 &
   echo $! >"$D/exporter.pid"
-  wait_for "curl -fsS http://127.0.0.1:$exporter_port/metrics" 10 \
+  wait_for_pid "$(cat "$D/exporter.pid")" "curl -fsS http://127.0.0.1:$exporter_port/metrics" 10 \
     "static metrics server on 127.0.0.1:$exporter_port" "$D/exporter.log"
 
   write_config "$exporter_port"
@@ -114,10 +114,10 @@ EOF
     </dev/null >"$D/prometheus.log" 2>&1 &
   pid=$!
   echo "$pid" >"$D/prometheus.pid"
-  wait_for "curl -fsS $url/-/ready" 30 "prometheus on $url" "$D/prometheus.log"
+  wait_for_pid "$pid" "curl -fsS $url/-/ready" 30 "prometheus on $url" "$D/prometheus.log"
   # Ready means the TSDB is open; wait for the first scrape so the file's series are queryable.
   # (Match this run's target: after a restart the last run's `up` is still within lookback.)
-  wait_for "curl -fsS -G '$url/api/v1/query' \
+  wait_for_pid "$pid" "curl -fsS -G '$url/api/v1/query' \
       --data-urlencode 'query=up{job=\"static-file\",instance=\"127.0.0.1:$exporter_port\"} == 1' \
       | grep -q '\"value\"'" 30 "first scrape of the static file" "$D/prometheus.log"
 

@@ -188,7 +188,7 @@ start() {
   # to stderr, which we keep in a file. setsid + closed stdio: the caller (a test runner
   # reading our stdout) must not wait on the daemon.
   setsid slapd -f "$d/slapd.conf" -h "$url/" -d stats </dev/null >"$d/slapd.log" 2>&1 &
-  wait_for "ldapsearch -x -H $url -b '' -s base namingContexts" 15 \
+  wait_for_pid $! "ldapsearch -x -H $url -b '' -s base namingContexts" 15 \
     "slapd on $url" "$d/slapd.log"
   wait_for "[[ -s $d/slapd.pid ]]" 5 "slapd pid file" "$d/slapd.log"
 
