@@ -35,7 +35,9 @@ start() {
   # No --allowed-ips: with it chromedriver listens on every interface; without it, it
   # listens on loopback only and accepts only local clients, which is what we want.
   # setsid makes chromedriver a process-group leader, so stop can take its browsers too.
-  setsid chromedriver --port="$port" --log-path="$d/chromedriver.log" --readable-timestamp \
+  # TMPDIR: profiles and Chromium's scratch dirs go under DIR instead of piling up in /tmp.
+  mkdir -p "$d/tmp"
+  TMPDIR=$d/tmp setsid chromedriver --port="$port" --log-path="$d/chromedriver.log" --readable-timestamp \
     </dev/null >"$d/chromedriver.out" 2>&1 &
   pid=$!
   echo "$pid" >"$d/chromedriver.pid"
