@@ -23,7 +23,9 @@ ENV_KEYS=(OIDC_ISSUER OIDC_PORT OIDC_CLIENT_ID OIDC_CLIENT_SECRET OIDC_RESOURCE 
   OIDC_ROTATE_KEY_URL OIDC_LOG OIDC_PID_FILE)
 
 install() {
-  command -v node >/dev/null && command -v npm >/dev/null || ensure_pkgs nodejs npm
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    ensure_pkgs nodejs npm
+  fi
   if [[ ! -f $APP_DIR/node_modules/oidc-provider/package.json ]]; then
     log "npm ci in $APP_DIR"
     (cd "$APP_DIR" && npm ci --no-audit --no-fund --loglevel=error) >&2 || die "npm ci failed"

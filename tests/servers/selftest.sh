@@ -8,6 +8,7 @@
 # DIRs, prove each works with a real request, stop both, and check that every port they
 # used is closed and every pid they recorded is gone. Prints timings and a closing line
 # "N passed, N failed". Needs root (it installs packages). Loopback traffic only.
+# shellcheck disable=SC1091  # sources DIR/env files that exist only at run time
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
@@ -180,13 +181,12 @@ check_slurm() (
 # ---- harness ---------------------------------------------------------------------------------
 
 # What an instance leaves behind if stop is broken: its ports and its pids.
-ports_of() { grep -Eo '127\.0\.0\.1:[0-9]+' "$1/env" | cut -d: -f2 | sort -u; }
+ports_of() { { grep -Eo '127\.0\.0\.1:[0-9]+' "$1/env" || true; } | cut -d: -f2 | sort -u; }
 pids_of() {
   local f
-  for f in $(grep -E '_PID_FILE=' "$1/env" | cut -d= -f2); do
-    [[ -s $f ]] && head -n1 "$f"
+  { grep -E '_PID_FILE=' "$1/env" || true; } | cut -d= -f2 | while read -r f; do
+    if [[ -s $f ]]; then head -n1 "$f"; fi
   done
-  return 0
 }
 
 round() {
