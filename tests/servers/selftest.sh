@@ -106,7 +106,7 @@ check_oidc() (
   # auth code + PKCE with curl; claims in ID and access token
   r=$("$HERE/check/oidc-login.sh" "$1/env" alice "$ALICE_PASSWORD")
   "$HERE/check/jwt-claims.py" - <<<"$r" >"$1/alice-claims.json"
-  [[ $(grep -c '"groups": \["hpc-admins", "hpcusers"\]' "$1/alice-claims.json") == 2 ]]
+  [[ $(grep -c '"groups": \["hpc-admins", "hpc-users"\]' "$1/alice-claims.json") == 2 ]]
   must_fail "$HERE/check/oidc-login.sh" "$1/env" alice wrong-password
   # refresh token works
   local rt

@@ -46,13 +46,13 @@ const USERS = {
     password: env.ALICE_PASSWORD || 'alice-pw-1',
     name: 'Alice Archer',
     email: 'alice@example.org',
-    groups: list(env.OIDC_ALICE_GROUPS, 'hpc-admins,hpcusers'),
+    groups: list(env.OIDC_ALICE_GROUPS, 'hpc-admins,hpc-users'),
   },
   bob: {
     password: env.BOB_PASSWORD || 'bob-pw-2',
     name: 'Bob Baker',
     email: 'bob@example.org',
-    groups: list(env.OIDC_BOB_GROUPS, 'hpcusers'),
+    groups: list(env.OIDC_BOB_GROUPS, 'hpc-users'),
   },
 };
 
