@@ -86,6 +86,13 @@ users_file = "users.toml"
 [gateway]
 authenticators = ["demo"]
 
+[authorization]
+# The embedded default policies: admins may do anything, users may read and write.
+admin_groups = ["hpc-admins"]
+
+[audit]
+path = "audit.log"
+
 [pools.echo]
 backends = ["unix:echo.sock"]
 

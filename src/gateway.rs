@@ -17,7 +17,9 @@ use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::audit::{AuditLog, Record, now_rfc3339};
 use crate::authenticate::{Caller, RequestInfo, RouteAuth};
+use crate::authorize::cedar::{Facts, Policies, Verdict};
 use crate::authorize::{Permit, authorize};
 use crate::endpoints::{Endpoint, Reply};
 use crate::error::Rejection;
@@ -36,6 +38,11 @@ pub struct Snapshot {
     pub metrics_auth: Option<RouteAuth>,
     pub access_log: bool,
     pub tls_listeners: Vec<std::net::SocketAddr>,
+    pub policies: Arc<Policies>,
+    /// Seconds east of UTC for policy time facts.
+    pub utc_offset: i64,
+    pub audit: Arc<AuditLog>,
+    pub rate_limits: Arc<crate::authorize::rate_limit::RateLimiters>,
 }
 
 pub struct Gateway {
@@ -68,6 +75,10 @@ pub struct Ctx {
     label: String,
     /// Set when `fail_to_proxy` answered, for the log.
     failure: Option<Rejection>,
+    /// A route or endpoint was found: the request gets an audit line.
+    decided: bool,
+    /// Who was refused by policy, for what and why (a permit carries its own verdict).
+    denial: Option<(&'static str, Verdict, Caller)>,
     _in_flight: InFlight,
 }
 
@@ -134,6 +145,8 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     if path == "/-" || path.starts_with("/-/") {
         let ep = Endpoint::parse(&path)?;
         ctx.label = ep.name().to_string();
+        // Probes are not decisions about anyone: they stay out of the audit log.
+        ctx.decided = matches!(ep, Endpoint::Whoami | Endpoint::Metrics);
         let method = &session.req_header().method;
         if method != http::Method::GET && method != http::Method::HEAD {
             return Err(Rejection::MethodNotAllowed(format!(
@@ -162,9 +175,36 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         .ok_or_else(|| Rejection::NotFound(format!("no route for {path}")))?
         .clone();
     ctx.label = route.config.name.clone();
+    ctx.decided = true;
     let caller = route.auth.authenticate(&info).await?;
-    let permit = authorize(&route, caller)?;
-    Ok(Admitted::Proxy(permit))
+    let facts = Facts {
+        client: ctx.client,
+        method: session.req_header().method.as_str(),
+        path: &path,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        utc_offset: snap.utc_offset,
+    };
+    match authorize(
+        &snap.policies,
+        &route,
+        caller,
+        &session.req_header().method,
+        &facts,
+    ) {
+        Ok(permit) => {
+            let key = crate::authorize::rate_limit::key_for(permit.caller(), ctx.client);
+            snap.rate_limits.check(&route.config, &key).await?;
+            Ok(Admitted::Proxy(permit))
+        }
+        Err(denied) => {
+            let denied = *denied;
+            ctx.denial = Some((denied.action.as_str(), denied.verdict, denied.caller));
+            Err(denied.rejection)
+        }
+    }
 }
 
 async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&str, String)]) {
@@ -247,6 +287,8 @@ impl ProxyHttp for Gateway {
             raw_host: None,
             label: "-".into(),
             failure: None,
+            decided: false,
+            denial: None,
             _in_flight: InFlight::start(),
         }
     }
@@ -444,13 +486,11 @@ impl ProxyHttp for Gateway {
         m.duration
             .with_label_values(&[ctx.label.as_str()])
             .observe(elapsed.as_secs_f64());
-        if !ctx.snapshot.access_log {
-            return;
-        }
         let req = session.req_header();
-        let caller = match &ctx.admission {
-            Admission::Admitted(p) => Some(p.caller()),
-            Admission::Served(c) => Some(c),
+        let caller = match (&ctx.admission, &ctx.denial) {
+            (Admission::Admitted(p), _) => Some(p.caller()),
+            (Admission::Served(c), _) => Some(c),
+            (_, Some((_, _, c))) => Some(c),
             _ => None,
         };
         let (user, via, method) = match caller {
@@ -470,6 +510,51 @@ impl ProxyHttp for Gateway {
                 .map(|r| r.detail().to_string())
                 .unwrap_or_default(),
         };
+        if ctx.decided {
+            let (decision, action, policies): (&str, &str, &[String]) = match &ctx.admission {
+                Admission::Admitted(p) => (
+                    "allow",
+                    p.action().as_str(),
+                    p.verdict().map_or(&[][..], |v| &v.policies[..]),
+                ),
+                Admission::Served(_) => ("allow", "read", &[]),
+                _ => match &ctx.denial {
+                    Some((action, v, _)) => ("deny", action, &v.policies[..]),
+                    None => ("deny", "", &[]),
+                },
+            };
+            let reason = match (&ctx.admission, &ctx.denial) {
+                (Admission::Admitted(p), _) if p.verdict().is_none() => "public route".to_string(),
+                (Admission::Admitted(_), _) | (Admission::Served(_), _) => reason.clone(),
+                (_, Some((_, v, _))) if !v.errors.is_empty() => {
+                    format!("policy evaluation error: {}", v.errors.join("; "))
+                }
+                (_, Some((_, v, _))) if v.policies.is_empty() => "no policy permits".to_string(),
+                (_, Some(_)) => "forbidden by policy".to_string(),
+                _ => reason.clone(),
+            };
+            ctx.snapshot.audit.write(&Record {
+                time: now_rfc3339(),
+                request_id: &ctx.request_id,
+                client: ctx.client.map(|c| c.to_string()).unwrap_or_default(),
+                user,
+                via,
+                auth: method,
+                route: &ctx.label,
+                action,
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                decision,
+                reason,
+                policies,
+                backend: backend.clone(),
+                status,
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+            });
+        }
+        if !ctx.snapshot.access_log {
+            return;
+        }
         tracing::info!(
             target: "access",
             request_id = %ctx.request_id,

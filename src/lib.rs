@@ -5,6 +5,7 @@
 //! [`rewrite`] → log ([`telemetry`]).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authenticate;
 pub mod authorize;
 pub mod config;

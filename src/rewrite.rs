@@ -22,6 +22,37 @@ pub struct Downstream<'a> {
     pub request_id: &'a str,
 }
 
+/// Cookies named like these belong to the gateway and never go upstream.
+pub const OWN_COOKIE_PREFIXES: &[&str] = &["hpcgate", "__Host-hpcgate", "__Secure-hpcgate"];
+
+/// Removes the gateway's own cookies, or every cookie unless `forward` is set.
+fn filter_cookies(req: &mut RequestHeader, forward: bool) -> Result<()> {
+    if !forward {
+        req.remove_header("cookie");
+        return Ok(());
+    }
+    let kept: Vec<String> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(';')
+                .map(|c| c.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or("");
+            !c.is_empty() && !OWN_COOKIE_PREFIXES.iter().any(|p| name.starts_with(p))
+        })
+        .collect();
+    req.remove_header("cookie");
+    if !kept.is_empty() {
+        req.insert_header("cookie", kept.join("; "))?;
+    }
+    Ok(())
+}
+
 fn set(req: &mut RequestHeader, name: &'static str, value: &str) -> Result<()> {
     req.insert_header(name, value)
 }
@@ -74,22 +105,38 @@ pub fn rewrite(
         set(req, "host", &host)?;
     }
 
-    // Credentials: the client's never go upstream unless the route says so.
-    if !route.forward_authorization {
+    // Credentials: Basic never goes upstream; a bearer token only where the route says so.
+    let bearer = route.pass_bearer_token
+        && req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|v| {
+                v.as_bytes()
+                    .get(..7)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"bearer "))
+            });
+    if !bearer {
         req.remove_header("authorization");
     }
     if let Some(auth) = entry.pool.authorization() {
         req.insert_header("authorization", auth.clone())?;
     }
+    filter_cookies(req, route.forward_cookies)?;
 
-    // Identity, from the permit only.
+    // Identity, from the permit only, under the names this route's upstream trusts.
     if let Some(id) = permit.caller().identity() {
-        set(req, "x-forwarded-user", id.user())?;
-        if !id.groups().is_empty() {
-            set(req, "x-forwarded-groups", &id.groups().join(","))?;
+        let h = &route.identity_headers;
+        if let Some(name) = &h.user {
+            req.insert_header(name.clone(), id.user())?;
         }
-        if let Some(email) = id.email() {
-            set(req, "x-forwarded-email", email)?;
+        if let Some(name) = &h.preferred_username {
+            req.insert_header(name.clone(), id.user())?;
+        }
+        if let (Some(name), false) = (&h.groups, id.groups().is_empty()) {
+            req.insert_header(name.clone(), id.groups().join(","))?;
+        }
+        if let (Some(name), Some(email)) = (&h.email, id.email()) {
+            req.insert_header(name.clone(), email)?;
         }
     }
 

@@ -47,7 +47,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
         whoami_auth.clone()
     };
     Ok(Snapshot {
-        sanitizer: Sanitizer::new(&config.strip_headers),
+        sanitizer: Sanitizer::new(&strip_list(config)),
         router: Router::new(routes),
         whoami_auth,
         metrics_auth,
@@ -58,7 +58,30 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
             .filter(|l| l.tls.is_some())
             .map(|l| l.address)
             .collect(),
+        policies: config.policies.clone(),
+        utc_offset: config.utc_offset,
+        audit: Arc::new(crate::audit::AuditLog::open(&config.audit)?),
+        rate_limits: Arc::new(crate::authorize::rate_limit::RateLimiters::new(
+            &config.routes,
+            config.redis_url.as_ref().map(|s| s.expose()),
+            config.redis_timeout,
+        )?),
     })
+}
+
+/// The inbound headers to strip: the built-in identity headers, the configured extras, and
+/// every header a route writes as identity (a client must never be able to set one).
+fn strip_list(config: &Config) -> Vec<String> {
+    let mut list = config.strip_headers.clone();
+    for r in &config.routes {
+        for h in r.identity_headers.names() {
+            let n = crate::config::normalize_header_name(h.as_str());
+            if !list.contains(&n) {
+                list.push(n);
+            }
+        }
+    }
+    list
 }
 
 /// Checks that every listener address can be bound now, for a clear error instead of a

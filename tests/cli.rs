@@ -45,18 +45,21 @@ fn check_config_names_file_key_and_reason_for_every_broken_config() {
 
 #[test]
 fn the_reference_config_is_valid() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("hpcgate.toml");
+    // Laid out like the repository: config/ beside policies/.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("config");
+    std::fs::create_dir(&dir).unwrap();
+    let cfg = dir.join("hpcgate.toml");
     std::fs::copy("config/hpcgate.toml", &cfg).unwrap();
-    hpcgate::tls::generate_dev_certs(&dir.path().join("certs"), &["localhost".into()], true)
-        .unwrap();
-    std::fs::copy("tests/configs/_users.toml", dir.path().join("users.toml")).unwrap();
-    std::fs::create_dir(dir.path().join("secrets")).unwrap();
-    std::fs::write(
-        dir.path().join("secrets/slurmrestd-authorization"),
-        "Bearer abc\n",
-    )
-    .unwrap();
+    let pol = root.path().join("policies");
+    std::fs::create_dir(&pol).unwrap();
+    for f in ["schema.cedarschema", "default.cedar"] {
+        std::fs::copy(format!("policies/{f}"), pol.join(f)).unwrap();
+    }
+    hpcgate::tls::generate_dev_certs(&dir.join("certs"), &["localhost".into()], true).unwrap();
+    std::fs::copy("tests/configs/_users.toml", dir.join("users.toml")).unwrap();
+    std::fs::create_dir(dir.join("secrets")).unwrap();
+    std::fs::write(dir.join("secrets/slurmrestd-authorization"), "Bearer abc\n").unwrap();
     let out = Command::new(bin())
         .arg("check-config")
         .arg(&cfg)

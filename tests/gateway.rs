@@ -28,7 +28,12 @@ async fn echo_gateway(ipv6: bool) -> (Gateway, Recorder) {
         + &up.addr.to_string()
         + "\"]\n[[routes]]\nname = \"open\"\npath_prefix = \"/open\"\npool = \"open\"\n\
            authenticators = [\"public\"]\n";
-    let gw = Gateway::start(Setup { body, ipv6 }).await;
+    let gw = Gateway::start(Setup {
+        body,
+        ipv6,
+        ..Default::default()
+    })
+    .await;
     (gw, up)
 }
 
@@ -73,7 +78,8 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
             let k_norm = k.to_ascii_lowercase().replace('_', "-");
             if k_norm == normal {
                 assert!(
-                    (normal == "x-forwarded-user" && v == "bob")
+                    ((normal == "x-forwarded-user" || normal == "x-forwarded-preferred-username")
+                        && v == "bob")
                         || (normal == "x-forwarded-groups" && v == "hpc-users"),
                     "spoofed {h} reached the upstream as {k}: {v}"
                 );
@@ -331,7 +337,12 @@ async fn upstream_failures_map_to_502_503_504() {
         ),
     ]
     .join("\n");
-    let gw = Gateway::start(Setup { body, ipv6: false }).await;
+    let gw = Gateway::start(Setup {
+        body,
+        ipv6: false,
+        ..Default::default()
+    })
+    .await;
     let c = gw.client(false);
     let get = |path: &str| {
         c.get(gw.url(path))
@@ -476,7 +487,12 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     let slow = Recorder::start(Duration::from_millis(1500)).await;
     let body = route_to("slow", "/slow", &[format!("http://{}", slow.addr)], "")
         .replace("read_timeout = \"1s\"", "read_timeout = \"10s\"");
-    let mut gw = Gateway::start(Setup { body, ipv6: false }).await;
+    let mut gw = Gateway::start(Setup {
+        body,
+        ipv6: false,
+        ..Default::default()
+    })
+    .await;
     let c = gw.client(false);
     let url = gw.url("/slow/x");
     let pending = tokio::spawn(async move {
@@ -523,7 +539,12 @@ async fn https_backends_are_verified_against_the_pool_ca() {
         &format!("tls_ca = \"{}\"", inner_ca.display()),
     ) + "strip_prefix = true\n"
         + &route_to("untrusted", "/untrusted", &[backend], "");
-    let gw = Gateway::start(Setup { body, ipv6: false }).await;
+    let gw = Gateway::start(Setup {
+        body,
+        ipv6: false,
+        ..Default::default()
+    })
+    .await;
     let c = gw.client(false);
     let r = c
         .get(gw.url("/trusted/open/through"))

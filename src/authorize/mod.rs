@@ -1,19 +1,26 @@
 //! The `authorize` step, and the [`Permit`] it alone can make.
 //!
-//! For now the decision is the route's authentication: a caller that passed the route's
-//! authenticators (or any caller of a public route) is admitted. Cedar policies and rate
-//! limits plug in here; later phases only ever see a `Permit`.
+//! A caller of a non-public route is decided by the Cedar policies (see `cedar.rs`): no
+//! permitting policy, any forbidding one, or an evaluation error means 403. Public routes
+//! (authenticator `none`) are decided by the config alone.
+
+pub mod cedar;
+pub mod rate_limit;
 
 use std::sync::Arc;
 
 use crate::authenticate::Caller;
 use crate::error::Rejection;
-use crate::route::RouteEntry;
+use crate::route::{RouteEntry, prefix_matches};
+use cedar::{Action, Facts, Policies, RouteFacts, Verdict};
 
 /// Proof that a request passed every admission step for its route.
 pub struct Permit {
     route: Arc<RouteEntry>,
     caller: Caller,
+    action: Action,
+    /// The policy decision (None for public routes).
+    verdict: Option<Verdict>,
 }
 
 impl Permit {
@@ -23,12 +30,90 @@ impl Permit {
     pub fn caller(&self) -> &Caller {
         &self.caller
     }
+    pub fn action(&self) -> Action {
+        self.action
+    }
+    pub fn verdict(&self) -> Option<&Verdict> {
+        self.verdict.as_ref()
+    }
 }
 
-/// Decides whether `caller` may use `route`.
-pub fn authorize(route: &Arc<RouteEntry>, caller: Caller) -> Result<Permit, Rejection> {
-    Ok(Permit {
-        route: route.clone(),
-        caller,
-    })
+/// A refusal by policy, with who was refused and why, for the audit log.
+pub struct Denied {
+    pub rejection: Rejection,
+    pub action: Action,
+    pub verdict: Verdict,
+    pub caller: Caller,
+}
+
+/// The action a request asks for on a route: `admin` under one of its admin paths, else by
+/// method.
+pub fn action_for(route: &RouteEntry, method: &http::Method, path: &str) -> Action {
+    if route
+        .config
+        .admin_paths
+        .iter()
+        .any(|p| prefix_matches(p, path))
+    {
+        Action::Admin
+    } else {
+        Action::for_method(method)
+    }
+}
+
+/// Decides whether `caller` may make this request on `route`.
+pub fn authorize(
+    policies: &Policies,
+    route: &Arc<RouteEntry>,
+    caller: Caller,
+    method: &http::Method,
+    facts: &Facts<'_>,
+) -> Result<Permit, Box<Denied>> {
+    let action = action_for(route, method, facts.path);
+    let id = match &caller {
+        Caller::Public => {
+            return Ok(Permit {
+                route: route.clone(),
+                caller,
+                action,
+                verdict: None,
+            });
+        }
+        Caller::User(id) => id,
+    };
+    let rf = RouteFacts {
+        name: &route.config.name,
+        kind: route.config.kind,
+        path_prefix: &route.config.path_prefix,
+    };
+    let verdict = policies.decide(id, action, &rf, facts);
+    if verdict.allow {
+        Ok(Permit {
+            route: route.clone(),
+            caller,
+            action,
+            verdict: Some(verdict),
+        })
+    } else {
+        if !verdict.errors.is_empty() {
+            tracing::warn!(
+                route = %route.config.name,
+                user = id.user(),
+                errors = ?verdict.errors,
+                "policy evaluation failed: denied"
+            );
+        }
+        let rejection = Rejection::Forbidden(format!(
+            "{} may not {} on route `{}`",
+            id.user(),
+            action.as_str(),
+            route.config.name
+        ));
+        Err(Box::new(Denied {
+            rejection,
+            action,
+            verdict,
+            caller,
+        }))
+    }
 }

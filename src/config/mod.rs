@@ -64,6 +64,20 @@ pub struct Config {
     pub pools: BTreeMap<String, Pool>,
     pub authenticators: BTreeMap<String, Authenticator>,
     pub routes: Vec<Route>,
+    pub policies: std::sync::Arc<crate::authorize::cedar::Policies>,
+    /// Seconds east of UTC for policy time facts.
+    pub utc_offset: i64,
+    pub audit: AuditSink,
+    pub redis_url: Option<Secret>,
+    pub redis_timeout: Duration,
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    Off,
+    Stdout,
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone)]
@@ -170,8 +184,43 @@ pub struct Route {
     pub pool: String,
     pub kind: RouteKind,
     pub authenticators: Vec<String>,
-    pub forward_authorization: bool,
+    pub pass_bearer_token: bool,
+    pub forward_cookies: bool,
+    pub identity_headers: IdentityHeaders,
+    pub rate_limit: Option<RateLimit>,
     pub preserve_host: bool,
+    /// Normalised like `path_prefix`.
+    pub admin_paths: Vec<String>,
+}
+
+/// Header names (lower case) the rewrite step writes for a route; `None` writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user: Option<http::HeaderName>,
+    pub groups: Option<http::HeaderName>,
+    pub email: Option<http::HeaderName>,
+    pub preferred_username: Option<http::HeaderName>,
+}
+
+impl IdentityHeaders {
+    pub fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        [
+            &self.user,
+            &self.groups,
+            &self.email,
+            &self.preferred_username,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// A per-user budget: `burst` at once, refilled at `requests` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: Duration,
+    pub burst: u32,
 }
 
 /// The built-in inbound identity headers that are always stripped.
@@ -206,6 +255,16 @@ pub fn normalize_header_name(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// The 1-based line of a byte offset in `text`.
+pub fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 pub(crate) fn resolve_path(base: &Path, p: &str) -> PathBuf {

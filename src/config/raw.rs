@@ -103,12 +103,57 @@ pub struct Route {
     pub kind: Option<String>,
     /// Authenticator names, tried in order; the first that recognises the credentials decides.
     pub authenticators: Vec<String>,
-    /// Forward the client's `Authorization` header (default false: it is removed).
+    /// Pass the client's `Authorization: Bearer …` through, for upstreams that check the
+    /// IdP's token themselves (default false). Basic credentials never go upstream.
     #[serde(default)]
-    pub forward_authorization: bool,
+    pub pass_bearer_token: bool,
+    /// Forward the client's cookies (default false). The gateway's own never go upstream.
+    #[serde(default)]
+    pub forward_cookies: bool,
+    /// Names of the identity headers written for this route; "" writes none. Defaults by
+    /// kind: generic → X-Forwarded-User/-Groups/-Email/-Preferred-Username; prometheus and
+    /// accounting (CEEMS-style backends) → X-Grafana-User; slurmrestd → none here (the Slurm
+    /// step writes X-SLURM-USER-NAME and its token).
+    pub identity_headers: Option<IdentityHeaders>,
+    /// Per-user request budget on this route.
+    pub rate_limit: Option<RateLimit>,
     /// Send the client's `Host` upstream instead of the backend's (default false).
     #[serde(default)]
     pub preserve_host: bool,
+    /// Request paths (whole segments, full path as the client sends it) that are the
+    /// `admin` action in policies rather than `read`/`write`.
+    #[serde(default)]
+    pub admin_paths: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeaders {
+    pub user: Option<String>,
+    pub groups: Option<String>,
+    pub email: Option<String>,
+    pub preferred_username: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per `per`, sustained.
+    pub requests: u32,
+    /// The period (default 1s).
+    pub per: Option<String>,
+    /// Requests allowed at once after a quiet spell (default `requests`).
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Share budgets between gateway replicas through this Redis (`redis://HOST:PORT/DB`).
+    /// Unset: each process keeps its own budgets in memory.
+    pub redis_url: Option<String>,
+    /// Give up on Redis after this long and refuse the request with 503 (default 250ms).
+    pub redis_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -122,6 +167,26 @@ pub struct Gateway {
     pub metrics_public: bool,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    /// Directory with `schema.cedarschema` and `*.cedar` policies. Unset: the embedded
+    /// defaults (admins may do anything, users may read and write, admin paths are for admins).
+    pub policies_dir: Option<String>,
+    /// Groups whose members are admins (`principal.admin` in policies).
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    /// Time zone of `context.hour` and `context.weekday`, as an offset like `+01:00`.
+    pub utc_offset: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// Where audit lines go: a file path (appended), `-` for standard output, or `off`.
+    pub path: Option<String>,
+}
+
 /// The whole file. Each section is deserialized on its own so that one bad section does not
 /// hide the errors of the others.
 #[derive(Debug, Default)]
@@ -129,6 +194,9 @@ pub struct File {
     pub server: Server,
     pub logging: Logging,
     pub gateway: Gateway,
+    pub authorization: Authorization,
+    pub audit: Audit,
+    pub rate_limits: RateLimits,
     /// With each element's index in the file.
     pub listeners: Vec<(usize, Listener)>,
     pub pools: BTreeMap<String, Pool>,

@@ -66,6 +66,9 @@ const SECTIONS: &[&str] = &[
     "pools",
     "authenticators",
     "routes",
+    "authorization",
+    "audit",
+    "rate_limits",
 ];
 
 impl Validator {
@@ -84,9 +87,7 @@ impl Validator {
         let table: toml::Table = match toml::from_str(text) {
             Ok(t) => t,
             Err(e) => {
-                let line = e
-                    .span()
-                    .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+                let line = e.span().map(|s| line_at(text, s.start));
                 let key = line.map_or("-".to_string(), |l| format!("line {l}"));
                 self.err(key, format!("TOML syntax: {}", e.message().trim()));
                 self.syntax_error = true;
@@ -98,6 +99,11 @@ impl Validator {
                 "server" => out.server = self.section(&key, value).unwrap_or_default(),
                 "logging" => out.logging = self.section(&key, value).unwrap_or_default(),
                 "gateway" => out.gateway = self.section(&key, value).unwrap_or_default(),
+                "authorization" => {
+                    out.authorization = self.section(&key, value).unwrap_or_default()
+                }
+                "audit" => out.audit = self.section(&key, value).unwrap_or_default(),
+                "rate_limits" => out.rate_limits = self.section(&key, value).unwrap_or_default(),
                 "listeners" => out.listeners = self.list(&key, value),
                 "routes" => out.routes = self.list(&key, value),
                 "pools" => out.pools = self.map(&key, value),
@@ -253,6 +259,37 @@ impl Validator {
             }
         }
         let routes = self.routes(raw.routes, &pools, &authenticators);
+        let policies = self.policies(&raw.authorization);
+        let utc_offset = self.utc_offset(raw.authorization.utc_offset.as_deref());
+        let redis_url = match raw.rate_limits.redis_url.as_deref() {
+            None => None,
+            Some(u) => match crate::secret::expand_env(u) {
+                Ok(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                    Some(Secret::new(u))
+                }
+                Ok(_) => {
+                    self.err(
+                        "rate_limits.redis_url",
+                        "must start with redis:// or rediss://",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.err("rate_limits.redis_url", e);
+                    None
+                }
+            },
+        };
+        let redis_timeout = self.duration(
+            "rate_limits.redis_timeout",
+            raw.rate_limits.redis_timeout.as_deref(),
+            Duration::from_millis(250),
+        );
+        let audit = match raw.audit.path.as_deref() {
+            None | Some("-") => AuditSink::Stdout,
+            Some("off") => AuditSink::Off,
+            Some(p) => AuditSink::File(resolve_path(&self.base, p)),
+        };
 
         Config {
             path: path.to_path_buf(),
@@ -266,7 +303,117 @@ impl Validator {
             pools,
             authenticators,
             routes,
+            policies,
+            utc_offset,
+            audit,
+            redis_url,
+            redis_timeout,
         }
+    }
+
+    fn identity_headers(
+        &mut self,
+        key: &str,
+        kind: RouteKind,
+        raw: Option<raw::IdentityHeaders>,
+    ) -> IdentityHeaders {
+        let (user, groups, email, preferred) = match kind {
+            RouteKind::Generic => (
+                "x-forwarded-user",
+                "x-forwarded-groups",
+                "x-forwarded-email",
+                "x-forwarded-preferred-username",
+            ),
+            RouteKind::Prometheus | RouteKind::Accounting => ("x-grafana-user", "", "", ""),
+            RouteKind::Slurmrestd => ("", "", "", ""),
+        };
+        let raw = raw.unwrap_or_default();
+        let mut one = |field: &str, given: Option<String>, default: &str| {
+            let name = given.unwrap_or_else(|| default.to_string());
+            if name.is_empty() {
+                return None;
+            }
+            match http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    self.err(
+                        format!("{key}.identity_headers.{field}"),
+                        format!("`{name}` is not a header name"),
+                    );
+                    None
+                }
+            }
+        };
+        IdentityHeaders {
+            user: one("user", raw.user, user),
+            groups: one("groups", raw.groups, groups),
+            email: one("email", raw.email, email),
+            preferred_username: one("preferred_username", raw.preferred_username, preferred),
+        }
+    }
+
+    fn rate_limit(&mut self, key: &str, raw: Option<raw::RateLimit>) -> Option<RateLimit> {
+        let raw = raw?;
+        let per = self.duration(
+            &format!("{key}.rate_limit.per"),
+            raw.per.as_deref(),
+            Duration::from_secs(1),
+        );
+        let burst = raw.burst.unwrap_or(raw.requests);
+        if raw.requests == 0 || burst == 0 || per.is_zero() {
+            self.err(
+                format!("{key}.rate_limit"),
+                "requests, burst and per must be greater than 0",
+            );
+            return None;
+        }
+        Some(RateLimit {
+            requests: raw.requests,
+            per,
+            burst,
+        })
+    }
+
+    fn policies(
+        &mut self,
+        a: &raw::Authorization,
+    ) -> std::sync::Arc<crate::authorize::cedar::Policies> {
+        let dir = a
+            .policies_dir
+            .as_deref()
+            .map(|d| resolve_path(&self.base, d));
+        match crate::authorize::cedar::Policies::load(dir.as_deref(), &a.admin_groups) {
+            Ok(p) => std::sync::Arc::new(p),
+            Err(errors) => {
+                self.errors.extend(errors);
+                // Never used: the config is refused.
+                std::sync::Arc::new(
+                    crate::authorize::cedar::Policies::load(None, &[])
+                        .expect("the embedded policies are valid"),
+                )
+            }
+        }
+    }
+
+    fn utc_offset(&mut self, s: Option<&str>) -> i64 {
+        let Some(s) = s else { return 0 };
+        let parsed = (|| {
+            let (sign, rest) = match s.as_bytes().first()? {
+                b'+' => (1, &s[1..]),
+                b'-' => (-1, &s[1..]),
+                _ => return None,
+            };
+            let (h, m) = rest.split_once(':')?;
+            let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+            (h <= 14 && m < 60 && h.to_string().len() <= 2).then_some(sign * (h * 3600 + m * 60))
+        })();
+        parsed.unwrap_or_else(|| {
+            self.err(
+                "authorization.utc_offset",
+                format!("`{s}` is not an offset like +01:00 or -05:00"),
+            );
+            0
+        })
     }
 
     fn logging(&mut self, l: raw::Logging) -> Logging {
@@ -632,7 +779,24 @@ impl Validator {
                 auths,
                 false,
             );
+            let mut admin_paths = Vec::new();
+            for (j, p) in r.admin_paths.iter().enumerate() {
+                match normalize_prefix(p) {
+                    Ok(p) => admin_paths.push(p),
+                    Err(reason) => self.err(format!("{key}.admin_paths[{j}]"), reason),
+                }
+            }
+            let identity_headers = self.identity_headers(&key, kind, r.identity_headers);
+            let rate_limit = self.rate_limit(&key, r.rate_limit);
             let Ok(path_prefix) = prefix else { continue };
+            for (j, p) in admin_paths.iter().enumerate() {
+                if !crate::route::prefix_matches(&path_prefix, p) {
+                    self.err(
+                        format!("{key}.admin_paths[{j}]"),
+                        format!("`{p}` is not under the route's path_prefix `{path_prefix}`"),
+                    );
+                }
+            }
             if let Some(other) = out
                 .iter()
                 .find(|o| o.path_prefix == path_prefix && o.host == host)
@@ -654,8 +818,12 @@ impl Validator {
                 pool: r.pool,
                 kind,
                 authenticators: r.authenticators,
-                forward_authorization: r.forward_authorization,
+                pass_bearer_token: r.pass_bearer_token,
+                forward_cookies: r.forward_cookies,
+                identity_headers,
+                rate_limit,
                 preserve_host: r.preserve_host,
+                admin_paths,
             });
         }
         out

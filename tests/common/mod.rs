@@ -124,10 +124,15 @@ pub struct Gateway {
 }
 
 /// The parts of a test config that vary; the harness adds listeners, certs and users.
+#[derive(Default)]
 pub struct Setup {
     /// TOML for pools, routes and extra authenticators (`local` is always defined).
     pub body: String,
     pub ipv6: bool,
+    /// A Cedar policies directory (default: the embedded policies).
+    pub policies_dir: Option<PathBuf>,
+    /// More users of the `local` authenticator: (name, groups); password `<name>-pw`.
+    pub extra_users: Vec<(String, Vec<String>)>,
 }
 
 pub fn bin() -> &'static str {
@@ -149,7 +154,18 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
         hpcgate::authenticate::static_users::hash_password(ALICE_PW).unwrap(),
         hpcgate::authenticate::static_users::hash_password(BOB_PW).unwrap(),
     );
+    let mut users = users;
+    for (name, groups) in &setup.extra_users {
+        users.push_str(&format!(
+            "\n[[users]]\nname = \"{name}\"\npassword_hash = \"{}\"\ngroups = {groups:?}\n",
+            hpcgate::authenticate::static_users::hash_password(&format!("{name}-pw")).unwrap(),
+        ));
+    }
     std::fs::write(dir.join("users.toml"), users).unwrap();
+    let policies = match &setup.policies_dir {
+        Some(d) => format!("policies_dir = \"{}\"\n", d.display()),
+        None => String::new(),
+    };
     let v6_listener = match v6 {
         Some(p) => format!(
             "[[listeners]]\naddress = \"[::1]:{p}\"\ntls_cert = \"server.pem\"\n\
@@ -165,7 +181,9 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
          [[listeners]]\naddress = \"127.0.0.1:{plain_port}\"\n\n{v6_listener}\n\
          [authenticators.local]\ntype = \"static\"\nusers_file = \"users.toml\"\n\n\
          [authenticators.public]\ntype = \"none\"\n\n\
-         [gateway]\nauthenticators = [\"local\"]\n\n{}\n",
+         [gateway]\nauthenticators = [\"local\"]\n\n\
+         [authorization]\nadmin_groups = [\"hpc-admins\"]\n{policies}\n\
+         [audit]\npath = \"audit.log\"\n\n{}\n",
         setup.body
     );
     std::fs::write(dir.join("hpcgate.toml"), config).unwrap();
@@ -225,6 +243,15 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The audit log's records.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+            .collect()
     }
 
     pub fn log_text(&self) -> String {
@@ -335,4 +362,62 @@ pub fn assert_json_error(status: u16, body: &str, want_status: u16, want_type: &
     assert_eq!(v["status"], "error", "{body}");
     assert_eq!(v["errorType"], want_type, "{body}");
     assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+}
+
+/// A real server started by one of the scripts in `tests/servers/`, stopped on drop.
+pub struct RealServer {
+    script: String,
+    pub dir: tempfile::TempDir,
+    pub env: std::collections::HashMap<String, String>,
+}
+
+impl RealServer {
+    /// Starts `tests/servers/<name>.sh` in a fresh directory. A server that cannot start is a
+    /// test failure, never a skip: `tests/run` installs every server first.
+    pub fn start(name: &str) -> RealServer {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("hpcgate-{name}-"))
+            .tempdir_in("/tmp")
+            .unwrap();
+        let script = format!("{}/tests/servers/{name}.sh", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} did not start (tests/run installs it; run `bash {script} install`):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("env"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches(['\'', '"']).to_string()))
+            .collect();
+        RealServer { script, dir, env }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.env
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not in the server's env: {:?}", self.env.keys()))
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+impl Drop for RealServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -1,0 +1,636 @@
+//! Cedar policies: loading and validating them (errors name file and line), and deciding a
+//! request.
+//!
+//! The schema and the policies live in a directory (`policies/` in the repository; the same
+//! files are embedded in the binary and used when no directory is configured). Every `*.cedar`
+//! file directly in it is loaded; sub-directories (such as `examples/`) are not. A policy is
+//! named by its `@id` annotation, or `FILE#N` (its position in the file), in the audit log;
+//! the client never learns which policy decided.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId,
+    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+
+use crate::authenticate::Identity;
+use crate::config::{ConfigError, RouteKind};
+
+pub const EMBEDDED_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.cedar");
+
+/// What a request asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Admin => "admin",
+        }
+    }
+
+    /// GET, HEAD and OPTIONS read; every other method writes.
+    pub fn for_method(method: &http::Method) -> Action {
+        if matches!(
+            *method,
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        ) {
+            Action::Read
+        } else {
+            Action::Write
+        }
+    }
+}
+
+/// The facts of a request that policies may look at.
+pub struct Facts<'a> {
+    pub client: Option<IpAddr>,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Unix seconds.
+    pub now: i64,
+    /// Offset of the policy time zone from UTC, in seconds.
+    pub utc_offset: i64,
+}
+
+/// The route as policies see it.
+pub struct RouteFacts<'a> {
+    pub name: &'a str,
+    pub kind: RouteKind,
+    pub path_prefix: &'a str,
+}
+
+/// A decision and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allow: bool,
+    /// The policies that decided (permitting ones on allow, forbidding ones on deny).
+    pub policies: Vec<String>,
+    /// Evaluation errors: any of them denies (a forbid that failed must not be ignored).
+    pub errors: Vec<String>,
+}
+
+pub struct Policies {
+    set: PolicySet,
+    authorizer: Authorizer,
+    admin_groups: HashSet<String>,
+    /// Where the policies came from, for the log.
+    pub source: String,
+}
+
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policies")
+            .field("source", &self.source)
+            .field("count", &self.set.policies().count())
+            .finish()
+    }
+}
+
+/// The first labelled location of a Cedar diagnostic, as a line in `text`.
+fn diag_line(d: &dyn miette::Diagnostic, text: &str) -> Option<usize> {
+    let label = d.labels()?.next()?;
+    Some(crate::config::line_at(text, label.offset()))
+}
+
+fn one_line(s: impl std::fmt::Display) -> String {
+    s.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Policies {
+    /// Loads the schema and policies from `dir` (or the embedded defaults), validating every
+    /// policy against the schema. Every problem is returned, each naming file and line.
+    pub fn load(dir: Option<&Path>, admin_groups: &[String]) -> Result<Policies, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let (schema_file, schema_text, files) = match dir {
+            None => (
+                "(embedded)/schema.cedarschema".to_string(),
+                EMBEDDED_SCHEMA.to_string(),
+                vec![(
+                    PathBuf::from("(embedded)/default.cedar"),
+                    EMBEDDED_DEFAULT.to_string(),
+                )],
+            ),
+            Some(dir) => {
+                let schema_path = dir.join("schema.cedarschema");
+                let schema_text = std::fs::read_to_string(&schema_path).map_err(|e| {
+                    vec![ConfigError {
+                        file: schema_path.display().to_string(),
+                        key: "-".into(),
+                        reason: format!("cannot read the Cedar schema: {e}"),
+                    }]
+                })?;
+                let mut files = Vec::new();
+                let entries = std::fs::read_dir(dir).map_err(|e| {
+                    vec![ConfigError {
+                        file: dir.display().to_string(),
+                        key: "-".into(),
+                        reason: format!("cannot read the policies directory: {e}"),
+                    }]
+                })?;
+                for entry in entries.flatten() {
+                    let p = entry.path();
+                    if p.extension().is_some_and(|e| e == "cedar") && p.is_file() {
+                        match std::fs::read_to_string(&p) {
+                            Ok(t) => files.push((p, t)),
+                            Err(e) => errors.push(ConfigError {
+                                file: p.display().to_string(),
+                                key: "-".into(),
+                                reason: format!("cannot read: {e}"),
+                            }),
+                        }
+                    }
+                }
+                files.sort();
+                if files.is_empty() {
+                    errors.push(ConfigError {
+                        file: dir.display().to_string(),
+                        key: "-".into(),
+                        reason: "no *.cedar policy file: every request would be denied".into(),
+                    });
+                }
+                (schema_path.display().to_string(), schema_text, files)
+            }
+        };
+        let schema = match Schema::from_cedarschema_str(&schema_text) {
+            Ok((s, _warnings)) => Some(s),
+            Err(e) => {
+                let line = diag_line(&e, &schema_text).unwrap_or(1);
+                errors.push(ConfigError {
+                    file: schema_file.clone(),
+                    key: format!("line {line}"),
+                    reason: one_line(&e),
+                });
+                None
+            }
+        };
+        let mut set = PolicySet::new();
+        let mut texts: HashMap<String, (String, String)> = HashMap::new();
+        for (path, text) in &files {
+            let file = path.display().to_string();
+            let short = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| file.clone());
+            let parsed = match PolicySet::from_str(text) {
+                Ok(p) => p,
+                Err(e) => {
+                    for err in e.iter() {
+                        let line = diag_line(err, text).unwrap_or(1);
+                        errors.push(ConfigError {
+                            file: file.clone(),
+                            key: format!("line {line}"),
+                            reason: one_line(err),
+                        });
+                    }
+                    continue;
+                }
+            };
+            // from_str names policies policy0, policy1, … in the order of the file.
+            let mut policies: Vec<_> = parsed.policies().cloned().collect();
+            policies.sort_by_key(|p| {
+                p.id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX)
+            });
+            for (i, p) in policies.into_iter().enumerate() {
+                let name = match p.annotation("id") {
+                    Some(id) => format!("{short}:{id}"),
+                    None => format!("{short}#{}", i + 1),
+                };
+                texts.insert(name.clone(), (file.clone(), text.clone()));
+                if let Err(e) = set.add(p.new_id(PolicyId::new(&name))) {
+                    errors.push(ConfigError {
+                        file: file.clone(),
+                        key: name.clone(),
+                        reason: one_line(e),
+                    });
+                }
+            }
+        }
+        if let Some(schema) = &schema {
+            let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+            for e in result.validation_errors() {
+                let id = e.policy_id().to_string();
+                let (file, line) = match texts.get(&id) {
+                    Some((file, text)) => (file.clone(), diag_line(e, text).unwrap_or(1)),
+                    None => (schema_file.clone(), 1),
+                };
+                errors.push(ConfigError {
+                    file,
+                    key: format!("line {line}"),
+                    reason: format!("policy {id}: {}", one_line(e)),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Policies {
+            set,
+            authorizer: Authorizer::new(),
+            admin_groups: admin_groups.iter().cloned().collect(),
+            source: dir.map_or("embedded default policies".into(), |d| {
+                d.display().to_string()
+            }),
+        })
+    }
+
+    pub fn is_admin(&self, id: &Identity) -> bool {
+        id.groups().iter().any(|g| self.admin_groups.contains(g))
+    }
+
+    /// Decides whether `id` may do `action` on `route`.
+    pub fn decide(
+        &self,
+        id: &Identity,
+        action: Action,
+        route: &RouteFacts<'_>,
+        facts: &Facts<'_>,
+    ) -> Verdict {
+        match self.evaluate(id, action, route, facts) {
+            Ok(v) => v,
+            Err(e) => Verdict {
+                allow: false,
+                policies: Vec::new(),
+                errors: vec![e],
+            },
+        }
+    }
+
+    fn evaluate(
+        &self,
+        id: &Identity,
+        action: Action,
+        route: &RouteFacts<'_>,
+        facts: &Facts<'_>,
+    ) -> Result<Verdict, String> {
+        let uid = |ty: &str, name: &str| -> Result<EntityUid, String> {
+            let ty = EntityTypeName::from_str(ty).map_err(|e| e.to_string())?;
+            Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(name)))
+        };
+        let user = uid("User", id.user())?;
+        let groups: HashSet<EntityUid> = id
+            .groups()
+            .iter()
+            .map(|g| uid("Group", g))
+            .collect::<Result<_, _>>()?;
+        let user_entity = Entity::new(
+            user.clone(),
+            HashMap::from([
+                (
+                    "method".into(),
+                    RestrictedExpression::new_string(id.method().into()),
+                ),
+                (
+                    "authenticator".into(),
+                    RestrictedExpression::new_string(id.authenticator().into()),
+                ),
+                (
+                    "via".into(),
+                    RestrictedExpression::new_string(id.via().unwrap_or("").into()),
+                ),
+                (
+                    "admin".into(),
+                    RestrictedExpression::new_bool(self.is_admin(id)),
+                ),
+            ]),
+            groups.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let resource = uid("Route", route.name)?;
+        let route_entity = Entity::new(
+            resource.clone(),
+            HashMap::from([
+                (
+                    "name".into(),
+                    RestrictedExpression::new_string(route.name.into()),
+                ),
+                (
+                    "kind".into(),
+                    RestrictedExpression::new_string(route.kind.as_str().into()),
+                ),
+                (
+                    "path_prefix".into(),
+                    RestrictedExpression::new_string(route.path_prefix.into()),
+                ),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut entities = vec![user_entity, route_entity];
+        for g in groups {
+            entities.push(Entity::new_no_attrs(g, HashSet::new()));
+        }
+        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+
+        let local = facts.now + facts.utc_offset;
+        let days = local.div_euclid(86_400);
+        let hour = local.rem_euclid(86_400) / 3600;
+        // 1970-01-01 was a Thursday (ISO weekday 4).
+        let weekday = (days + 3).rem_euclid(7) + 1;
+        let ip = facts
+            .client
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "0.0.0.0".into());
+        let context = Context::from_pairs([
+            ("client_ip".to_string(), RestrictedExpression::new_ip(ip)),
+            (
+                "method".to_string(),
+                RestrictedExpression::new_string(facts.method.into()),
+            ),
+            (
+                "path".to_string(),
+                RestrictedExpression::new_string(facts.path.into()),
+            ),
+            ("now".to_string(), RestrictedExpression::new_long(facts.now)),
+            ("hour".to_string(), RestrictedExpression::new_long(hour)),
+            (
+                "weekday".to_string(),
+                RestrictedExpression::new_long(weekday),
+            ),
+        ])
+        .map_err(|e| e.to_string())?;
+        let request = Request::new(
+            user,
+            uid("Action", action.as_str())?,
+            resource,
+            context,
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.set, &entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(one_line).collect();
+        let policies: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|p| p.to_string())
+            .collect();
+        Ok(Verdict {
+            allow: response.decision() == Decision::Allow && errors.is_empty(),
+            policies,
+            errors,
+        })
+    }
+}
+
+/// The shipped policies decided case by case. `tests/policies.rs` runs the same table
+/// through the proxy.
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    use Action::*;
+    use RouteKind::*;
+    const ADMIN: &[&str] = &["hpc-admins"];
+    const USER: &[&str] = &["hpc-users"];
+
+    /// One row of `tests/policy_cases.csv`.
+    pub struct Case {
+        pub user: String,
+        pub groups: Vec<String>,
+        pub route: String,
+        pub kind: RouteKind,
+        pub action: Action,
+        pub weekday: i64,
+        pub hour: i64,
+        pub client: String,
+        pub allow: bool,
+    }
+
+    pub fn cases() -> Vec<Case> {
+        include_str!("../../tests/policy_cases.csv")
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert_eq!(f.len(), 9, "{l}");
+                Case {
+                    user: f[0].into(),
+                    groups: f[1]
+                        .split(';')
+                        .filter(|g| !g.is_empty())
+                        .map(Into::into)
+                        .collect(),
+                    route: f[2].into(),
+                    kind: match f[3] {
+                        "generic" => Generic,
+                        "slurmrestd" => Slurmrestd,
+                        "prometheus" => Prometheus,
+                        "accounting" => Accounting,
+                        k => panic!("kind {k}"),
+                    },
+                    action: match f[4] {
+                        "read" => Read,
+                        "write" => Write,
+                        "admin" => Admin,
+                        a => panic!("action {a}"),
+                    },
+                    weekday: f[5].parse().unwrap(),
+                    hour: f[6].parse().unwrap(),
+                    client: f[7].into(),
+                    allow: f[8] == "allow",
+                }
+            })
+            .collect()
+    }
+
+    /// A directory with the schema, the default policies and every example.
+    pub fn shipped_with_examples() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        std::fs::copy(
+            root.join("schema.cedarschema"),
+            dir.path().join("schema.cedarschema"),
+        )
+        .unwrap();
+        std::fs::copy(root.join("default.cedar"), dir.path().join("default.cedar")).unwrap();
+        for e in std::fs::read_dir(root.join("examples")).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+        }
+        dir
+    }
+
+    /// Unix time of weekday `wd` (1 = Monday) at `hour`:00 UTC, in the week of 2026-11-23.
+    fn at(wd: i64, hour: i64) -> i64 {
+        // 2026-11-23 00:00 UTC is a Monday.
+        1_795_392_000 + (wd - 1) * 86_400 + hour * 3600
+    }
+
+    #[test]
+    fn the_reference_monday_is_a_monday() {
+        // 1970-01-05 was the first Monday after the epoch.
+        assert_eq!((at(1, 0) / 86_400 - 4).rem_euclid(7), 0);
+    }
+
+    #[test]
+    fn shipped_policies_decide_every_case() {
+        let dir = shipped_with_examples();
+        let p = Policies::load(Some(dir.path()), &["hpc-admins".into()]).unwrap();
+        let cases = cases();
+        assert!(cases.len() >= 20);
+        for (i, c) in cases.iter().enumerate() {
+            let groups: Vec<&str> = c.groups.iter().map(String::as_str).collect();
+            let id = Identity::for_test(&c.user, &groups);
+            let v = p.decide(
+                &id,
+                c.action,
+                &RouteFacts {
+                    name: &c.route,
+                    kind: c.kind,
+                    path_prefix: "/x",
+                },
+                &Facts {
+                    client: Some(c.client.parse().unwrap()),
+                    method: "GET",
+                    path: "/x",
+                    now: at(c.weekday, c.hour),
+                    utc_offset: 0,
+                },
+            );
+            assert_eq!(
+                v.allow, c.allow,
+                "case {i}: {} {:?} {}: {v:?}",
+                c.user, c.action, c.route
+            );
+            assert!(v.errors.is_empty(), "case {i}: {v:?}");
+        }
+    }
+
+    #[test]
+    fn the_time_zone_moves_office_hours() {
+        let dir = shipped_with_examples();
+        let p = Policies::load(Some(dir.path()), &[]).unwrap();
+        let bob = Identity::for_test("bob", USER);
+        let decide = |offset: i64| {
+            p.decide(
+                &bob,
+                Write,
+                &RouteFacts {
+                    name: "slurm",
+                    kind: Slurmrestd,
+                    path_prefix: "/slurm",
+                },
+                &Facts {
+                    client: None,
+                    method: "POST",
+                    path: "/slurm",
+                    now: at(1, 6),
+                    utc_offset: offset,
+                },
+            )
+            .allow
+        };
+        assert!(!decide(0), "06:00 UTC is outside office hours");
+        assert!(decide(3 * 3600), "09:00 at UTC+3 is inside");
+    }
+
+    #[test]
+    fn denials_name_the_forbidding_policy_and_permits_the_permitting_one() {
+        let dir = shipped_with_examples();
+        let p = Policies::load(Some(dir.path()), &["hpc-admins".into()]).unwrap();
+        let facts = Facts {
+            client: None,
+            method: "GET",
+            path: "/x",
+            now: at(1, 10),
+            utc_offset: 0,
+        };
+        let route = |name| RouteFacts {
+            name,
+            kind: Generic,
+            path_prefix: "/x",
+        };
+        let v = p.decide(
+            &Identity::for_test("bob", USER),
+            Read,
+            &route("slurm-admin"),
+            &facts,
+        );
+        assert_eq!(
+            v.policies,
+            vec!["admins-only-route.cedar:slurm-admin-is-for-admins"]
+        );
+        let v = p.decide(
+            &Identity::for_test("bob", USER),
+            Read,
+            &route("echo"),
+            &facts,
+        );
+        assert_eq!(v.policies, vec!["default.cedar:users-read-write"]);
+    }
+
+    #[test]
+    fn embedded_defaults_keep_admin_actions_for_admins() {
+        let p = Policies::load(None, &["hpc-admins".into()]).unwrap();
+        let facts = Facts {
+            client: None,
+            method: "POST",
+            path: "/x",
+            now: 0,
+            utc_offset: 0,
+        };
+        let route = RouteFacts {
+            name: "r",
+            kind: Generic,
+            path_prefix: "/x",
+        };
+        assert!(
+            p.decide(&Identity::for_test("alice", ADMIN), Admin, &route, &facts)
+                .allow
+        );
+        assert!(
+            !p.decide(&Identity::for_test("bob", USER), Admin, &route, &facts)
+                .allow
+        );
+        assert!(
+            p.decide(&Identity::for_test("bob", USER), Write, &route, &facts)
+                .allow
+        );
+    }
+
+    #[test]
+    fn broken_policies_are_reported_with_file_and_line() {
+        let dir = shipped_with_examples();
+        std::fs::write(
+            dir.path().join("zz-broken.cedar"),
+            "// fine\n@id(\"ok\")\npermit(principal, action, resource);\n\npermit(principal action);\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("zz-unknown-attr.cedar"),
+            "\n\npermit(principal, action, resource)\nwhen { principal.shoe_size > 3 };\n",
+        )
+        .unwrap();
+        let errors = Policies::load(Some(dir.path()), &[]).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|e| e.contains("zz-broken.cedar:line 5:")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|e| e.contains("zz-unknown-attr.cedar:line 4:") && e.contains("shoe_size")),
+            "{text:?}"
+        );
+    }
+}
