@@ -12,15 +12,24 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+/// Reads every certificate of a PEM file; `what` names the file's role in errors.
+pub fn read_pem_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{what} {} holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
 /// Loads a PEM chain and key, and checks that they belong together.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{} holds no PEM certificate", cert.display()));
-    }
+    let chain = read_pem_certs(cert, "certificate")?;
     let key_der = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key_der)

@@ -134,15 +134,7 @@ impl Pool {
 }
 
 fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("CA file {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("CA file {} holds no certificate", path.display()));
-    }
+    let certs = crate::tls::read_pem_certs(path, "CA file")?;
     let mut out = Vec::new();
     for c in certs {
         let der = c.to_vec();

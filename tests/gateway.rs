@@ -168,12 +168,7 @@ async fn refusals_are_json_with_the_right_status() {
             .unwrap()
             .starts_with("Basic realm=")
     );
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        401,
-        "unauthorized",
-    );
+    expect_error(r, 401, "unauthorized").await;
     // Unknown user: the same answer.
     let r = c
         .get(gw.url("/echo/"))
@@ -181,12 +176,7 @@ async fn refusals_are_json_with_the_right_status() {
         .send()
         .await
         .unwrap();
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        401,
-        "unauthorized",
-    );
+    expect_error(r, 401, "unauthorized").await;
 
     // No route.
     let r = c
@@ -195,12 +185,7 @@ async fn refusals_are_json_with_the_right_status() {
         .send()
         .await
         .unwrap();
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        404,
-        "not_found",
-    );
+    expect_error(r, 404, "not_found").await;
     // Prefixes match whole segments: /echoes is not /echo.
     let r = c.get(gw.url("/echoes")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -254,12 +239,7 @@ async fn refusals_are_json_with_the_right_status() {
 
     // The gateway's own endpoints take GET only.
     let r = c.post(gw.url("/-/healthz")).send().await.unwrap();
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        405,
-        "method_not_allowed",
-    );
+    expect_error(r, 405, "method_not_allowed").await;
 }
 
 #[tokio::test]
@@ -351,22 +331,12 @@ async fn upstream_failures_map_to_502_503_504() {
     };
 
     let r = get("/dead/x").await.unwrap();
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        502,
-        "bad_gateway",
-    );
+    expect_error(r, 502, "bad_gateway").await;
 
     let start = Instant::now();
     let r = get("/hang/x").await.unwrap();
     let took = start.elapsed();
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        504,
-        "timeout",
-    );
+    expect_error(r, 504, "timeout").await;
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "504 after {took:?}, read_timeout is 1s"
@@ -376,19 +346,9 @@ async fn upstream_failures_map_to_502_503_504() {
     let r = get("/alldead/x")
         .await
         .unwrap_or_else(|e| panic!("{e}: {}", gw.log_text()));
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        502,
-        "bad_gateway",
-    );
+    expect_error(r, 502, "bad_gateway").await;
     let r = get("/alldead/x").await.unwrap();
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        503,
-        "unavailable",
-    );
+    expect_error(r, 503, "unavailable").await;
 
     // One dead, one live: every request succeeds (retried on the live one, then skipped).
     for _ in 0..6 {
@@ -568,11 +528,6 @@ async fn https_backends_are_verified_against_the_pool_ca() {
         .send()
         .await
         .unwrap();
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        502,
-        "bad_gateway",
-    );
+    expect_error(r, 502, "bad_gateway").await;
     assert_eq!(up.requests().len(), before);
 }

@@ -202,12 +202,7 @@ async fn the_sixth_request_in_a_second_gets_429_with_retry_after() {
         .parse()
         .unwrap();
     assert!(retry >= 1);
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        429,
-        "too_many_requests",
-    );
+    expect_error(r, 429, "too_many_requests").await;
     // Another user has a budget of their own.
     assert_eq!(get("alice", ALICE_PW).await.unwrap().status(), 200);
     assert_eq!(up.requests().len(), 6);
@@ -279,10 +274,5 @@ async fn two_gateways_sharing_redis_share_one_budget() {
         .send()
         .await
         .unwrap();
-    assert_json_error(
-        r.status().as_u16(),
-        &r.text().await.unwrap(),
-        503,
-        "unavailable",
-    );
+    expect_error(r, 503, "unavailable").await;
 }

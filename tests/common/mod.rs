@@ -364,6 +364,13 @@ pub fn assert_json_error(status: u16, body: &str, want_status: u16, want_type: &
     assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
 }
 
+/// Asserts that a response is a JSON error with the given status and errorType.
+pub async fn expect_error(r: reqwest::Response, want_status: u16, want_type: &str) {
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_json_error(status, &body, want_status, want_type);
+}
+
 /// A real server started by one of the scripts in `tests/servers/`, stopped on drop.
 pub struct RealServer {
     script: String,
