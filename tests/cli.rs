@@ -60,6 +60,7 @@ fn the_reference_config_is_valid() {
     std::fs::copy("tests/configs/_users.toml", dir.join("users.toml")).unwrap();
     std::fs::create_dir(dir.join("secrets")).unwrap();
     std::fs::write(dir.join("secrets/slurmrestd-authorization"), "Bearer abc\n").unwrap();
+    std::fs::write(dir.join("secrets/ldap-bind-password"), "s3cret\n").unwrap();
     let out = Command::new(bin())
         .arg("check-config")
         .arg(&cfg)
@@ -71,7 +72,10 @@ fn the_reference_config_is_valid() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(": OK (3 listeners, 3 pools"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(": OK (3 listeners, 3 pools, 3 authenticators")
+    );
 }
 
 #[test]

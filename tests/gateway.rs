@@ -531,3 +531,26 @@ async fn https_backends_are_verified_against_the_pool_ca() {
     expect_error(r, 502, "bad_gateway").await;
     assert_eq!(up.requests().len(), before);
 }
+
+#[tokio::test]
+async fn repeated_wrong_passwords_are_throttled_for_static_users_too() {
+    let (gw, _up) = echo_gateway(false).await;
+    let c = gw.client(true);
+    for i in 0..10 {
+        let r = c
+            .get(gw.url("/echo/x"))
+            .header("authorization", basic("bob", &format!("guess-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    let r = c
+        .get(gw.url("/echo/x"))
+        .header("authorization", basic("bob", BOB_PW))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    expect_error(r, 429, "too_many_requests").await;
+}

@@ -8,6 +8,8 @@
 //! authentication step at all.
 
 mod identity;
+pub mod ldap;
+pub mod password;
 pub mod static_users;
 
 use std::collections::BTreeMap;
@@ -118,10 +120,14 @@ impl Authenticators {
                     users,
                     realm,
                     cache_ttl,
+                    throttle,
                     ..
                 } => Some(Arc::new(static_users::StaticUsers::new(
-                    name, users, realm, *cache_ttl,
+                    name, users, realm, *cache_ttl, *throttle,
                 )?)),
+                config::Authenticator::Ldap(cfg) => {
+                    Some(Arc::new(ldap::LdapAuth::new(name, cfg.clone())?))
+                }
             };
             by_name.insert(name.clone(), built);
         }

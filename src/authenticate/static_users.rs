@@ -1,19 +1,19 @@
 //! The `static` authenticator: HTTP Basic against a TOML users file of argon2id hashes.
 //!
 //! Hash checks are slow on purpose, so they run on the blocking pool (at most a few at once)
-//! and a success is remembered for `cache_ttl`, keyed by a salted SHA-256 of user and password
-//! (the password itself is never stored). Failures are never cached as successes. Unknown
-//! users cost a dummy check, so timing does not tell which names exist.
+//! and a success is remembered for `cache_ttl` (see `password.rs`: salted key, successes
+//! only, brute-force throttle). Unknown users cost a dummy check, so timing does not tell
+//! which names exist.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::password::{PasswordGuard, ThrottleConfig};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use async_trait::async_trait;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::{Authenticator, Identity, Outcome, RequestInfo, basic_credentials};
@@ -105,9 +105,7 @@ pub struct StaticUsers {
     name: String,
     realm: String,
     users: std::collections::HashMap<String, Arc<Entry>>,
-    /// Verified (user, password) pairs by salted digest → identity.
-    cache: Option<moka::future::Cache<[u8; 32], Identity>>,
-    cache_salt: [u8; 32],
+    guard: PasswordGuard,
     /// Bounds concurrent hash checks so a flood of bad passwords cannot take every thread.
     checks: Semaphore,
     dummy_hash: String,
@@ -119,15 +117,8 @@ impl StaticUsers {
         users: &[StaticUser],
         realm: &str,
         cache_ttl: Duration,
+        throttle: ThrottleConfig,
     ) -> Result<Self, String> {
-        let mut cache_salt = [0u8; 32];
-        getrandom::getrandom(&mut cache_salt).map_err(|e| format!("no randomness: {e}"))?;
-        let cache = (!cache_ttl.is_zero()).then(|| {
-            moka::future::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(cache_ttl)
-                .build()
-        });
         Ok(StaticUsers {
             name: name.to_string(),
             realm: realm.to_string(),
@@ -144,20 +135,10 @@ impl StaticUsers {
                     )
                 })
                 .collect(),
-            cache,
-            cache_salt,
+            guard: PasswordGuard::new(cache_ttl, throttle)?,
             checks: Semaphore::new(4),
             dummy_hash: hash_password("hpcgate-dummy-password")?,
         })
-    }
-
-    fn cache_key(&self, user: &str, password: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.cache_salt);
-        h.update((user.len() as u64).to_le_bytes());
-        h.update(user.as_bytes());
-        h.update(password.as_bytes());
-        h.finalize().into()
     }
 
     async fn verify(&self, hash: String, password: String) -> Result<bool, Rejection> {
@@ -196,11 +177,12 @@ impl Authenticator for StaticUsers {
             Some(Err(r)) => return Outcome::Rejected(r),
             Some(Ok(c)) => c,
         };
-        let key = self.cache_key(&user, &password);
-        if let Some(cache) = &self.cache
-            && let Some(id) = cache.get(&key).await
-        {
+        let key = self.guard.key(&user, &password);
+        if let Some(id) = self.guard.cached(&key).await {
             return Outcome::Authenticated(id);
+        }
+        if let Err(r) = self.guard.check(&user, req.client) {
+            return Outcome::Rejected(r);
         }
         let Some(entry) = self.users.get(&user).cloned() else {
             // Same cost as a real check, then let the next authenticator try.
@@ -209,10 +191,13 @@ impl Authenticator for StaticUsers {
         };
         match self.verify(entry.hash.clone(), password).await {
             Err(r) => Outcome::Rejected(r),
-            Ok(false) => Outcome::Rejected(Rejection::Unauthorized {
-                reason: "invalid user name or password".into(),
-                challenge: self.challenge().unwrap_or_default(),
-            }),
+            Ok(false) => {
+                self.guard.failed(&user, req.client);
+                Outcome::Rejected(Rejection::Unauthorized {
+                    reason: "invalid user name or password".into(),
+                    challenge: self.challenge().unwrap_or_default(),
+                })
+            }
             Ok(true) => {
                 let id = Identity::new(
                     user,
@@ -221,9 +206,7 @@ impl Authenticator for StaticUsers {
                     "static",
                     &self.name,
                 );
-                if let Some(cache) = &self.cache {
-                    cache.insert(key, id.clone()).await;
-                }
+                self.guard.remember(key, &id).await;
                 Outcome::Authenticated(id)
             }
         }

@@ -144,6 +144,10 @@ pub struct Pool {
     pub fail_timeout: Duration,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per config load; boxing would only add noise"
+)]
 #[derive(Debug, Clone)]
 pub enum Authenticator {
     None,
@@ -152,7 +156,9 @@ pub enum Authenticator {
         users: Vec<StaticUser>,
         realm: String,
         cache_ttl: Duration,
+        throttle: crate::authenticate::password::ThrottleConfig,
     },
+    Ldap(crate::authenticate::ldap::LdapConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,6 +72,10 @@ pub struct Pool {
     pub fail_timeout: Option<String>,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per config load; boxing would only add noise"
+)]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum Authenticator {
@@ -84,6 +88,45 @@ pub enum Authenticator {
         realm: Option<String>,
         /// How long a successful check is remembered (default 5m; 0s disables).
         cache_ttl: Option<String>,
+        /// Failed passwords allowed per user and per client address within `failure_window`
+        /// (default 10 in 5m); past that, 429 without checking.
+        max_failures: Option<u32>,
+        failure_window: Option<String>,
+    },
+    /// HTTP Basic against an LDAP directory.
+    Ldap {
+        /// `ldap://HOST:PORT` or `ldaps://HOST:PORT`.
+        url: String,
+        /// Upgrade ldap:// with StartTLS (default false).
+        #[serde(default)]
+        starttls: bool,
+        /// PEM CA bundle for ldaps:// and StartTLS (default: the system roots).
+        tls_ca: Option<String>,
+        /// Service account for searches.
+        bind_dn: Option<String>,
+        bind_password: Option<String>,
+        bind_password_file: Option<String>,
+        /// Where users are searched, and how (`{user}` is replaced, escaped).
+        user_base: Option<String>,
+        user_filter: Option<String>,
+        /// Instead of a search: the user's DN, e.g. `uid={user},ou=people,dc=example,dc=org`.
+        user_dn_template: Option<String>,
+        /// Attribute of the user entry listing group DNs (default `memberOf`).
+        group_attribute: Option<String>,
+        /// Or a group search: base, filter (`{dn}`, `{user}`), and the attribute naming a group.
+        group_base: Option<String>,
+        group_filter: Option<String>,
+        group_name_attribute: Option<String>,
+        /// Attribute holding the e-mail address (default `mail`).
+        email_attribute: Option<String>,
+        /// Per LDAP operation (default 5s); past it, 503.
+        timeout: Option<String>,
+        /// Connections kept (default 4).
+        pool_size: Option<usize>,
+        realm: Option<String>,
+        cache_ttl: Option<String>,
+        max_failures: Option<u32>,
+        failure_window: Option<String>,
     },
 }
 

@@ -639,6 +639,8 @@ impl Validator {
                 users_file,
                 realm,
                 cache_ttl,
+                max_failures,
+                failure_window,
             } => {
                 let users_file = resolve_path(&self.base, &users_file);
                 let users = match crate::authenticate::static_users::load_users(&users_file) {
@@ -653,21 +655,192 @@ impl Validator {
                     cache_ttl.as_deref(),
                     Duration::from_secs(300),
                 );
-                let realm = realm.unwrap_or_else(|| "hpcgate".into());
-                if realm.contains('"') || realm.chars().any(|c| c.is_control()) {
-                    self.err(
-                        format!("{key}.realm"),
-                        "may not contain quotes or control characters",
-                    );
-                }
+                let realm = self.realm(&key, realm);
+                let throttle = self.throttle(&key, max_failures, failure_window);
                 Authenticator::Static {
                     users_file,
                     users,
                     realm,
                     cache_ttl,
+                    throttle,
                 }
             }
+            raw::Authenticator::Ldap {
+                url,
+                starttls,
+                tls_ca,
+                bind_dn,
+                bind_password,
+                bind_password_file,
+                user_base,
+                user_filter,
+                user_dn_template,
+                group_attribute,
+                group_base,
+                group_filter,
+                group_name_attribute,
+                email_attribute,
+                timeout,
+                pool_size,
+                realm,
+                cache_ttl,
+                max_failures,
+                failure_window,
+            } => {
+                use crate::authenticate::ldap::{GroupLookup, LdapConfig, UserLookup};
+                if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) {
+                    self.err(
+                        format!("{key}.url"),
+                        format!("`{url}` must start with ldap:// or ldaps://"),
+                    );
+                }
+                if starttls && url.starts_with("ldaps://") {
+                    self.err(
+                        format!("{key}.starttls"),
+                        "StartTLS is for ldap:// URLs; ldaps:// is TLS already",
+                    );
+                }
+                let tls_ca = tls_ca.map(|c| resolve_path(&self.base, &c));
+                if let Some(ca) = &tls_ca
+                    && let Err(e) = crate::tls::read_pem_certs(ca, "CA file")
+                {
+                    self.err(format!("{key}.tls_ca"), e);
+                }
+                let bind_password = match (bind_password, bind_password_file) {
+                    (Some(_), Some(_)) => {
+                        self.err(
+                            format!("{key}.bind_password"),
+                            "set bind_password or bind_password_file, not both",
+                        );
+                        None
+                    }
+                    (Some(v), None) => match crate::secret::expand_env(&v) {
+                        Ok(s) => Some(Secret::new(s)),
+                        Err(e) => {
+                            self.err(format!("{key}.bind_password"), e);
+                            None
+                        }
+                    },
+                    (None, Some(f)) => {
+                        match crate::secret::read_secret_file(&resolve_path(&self.base, &f)) {
+                            Ok(s) => Some(Secret::new(s)),
+                            Err(e) => {
+                                self.err(format!("{key}.bind_password_file"), e);
+                                None
+                            }
+                        }
+                    }
+                    (None, None) => None,
+                };
+                if bind_dn.is_some() != bind_password.is_some() {
+                    self.err(
+                        format!("{key}.bind_dn"),
+                        "bind_dn and a bind password go together",
+                    );
+                }
+                let user = match (user_dn_template, user_base) {
+                    (Some(t), None) if t.contains("{user}") => UserLookup::Template(t),
+                    (Some(_), None) => {
+                        self.err(format!("{key}.user_dn_template"), "must contain {user}");
+                        return None;
+                    }
+                    (None, Some(base)) => {
+                        let filter = user_filter.unwrap_or_else(|| "(uid={user})".into());
+                        if !filter.contains("{user}") {
+                            self.err(format!("{key}.user_filter"), "must contain {user}");
+                        }
+                        if bind_dn.is_none() {
+                            self.err(
+                                format!("{key}.bind_dn"),
+                                "a user search needs a service account (bind_dn)",
+                            );
+                        }
+                        UserLookup::Search { base, filter }
+                    }
+                    _ => {
+                        self.err(
+                            format!("{key}.user_base"),
+                            "set user_base (search) or user_dn_template, exactly one",
+                        );
+                        return None;
+                    }
+                };
+                let groups = match (group_base, group_filter) {
+                    (Some(base), filter) => GroupLookup::Search {
+                        base,
+                        filter: filter.unwrap_or_else(|| "(member={dn})".into()),
+                        name_attribute: group_name_attribute.unwrap_or_else(|| "cn".into()),
+                    },
+                    (None, Some(_)) => {
+                        self.err(format!("{key}.group_filter"), "needs group_base");
+                        return None;
+                    }
+                    (None, None) => {
+                        GroupLookup::Attribute(group_attribute.unwrap_or_else(|| "memberOf".into()))
+                    }
+                };
+                let timeout = self.duration(
+                    &format!("{key}.timeout"),
+                    timeout.as_deref(),
+                    Duration::from_secs(5),
+                );
+                let cache_ttl = self.duration(
+                    &format!("{key}.cache_ttl"),
+                    cache_ttl.as_deref(),
+                    Duration::from_secs(300),
+                );
+                let realm = self.realm(&key, realm);
+                let throttle = self.throttle(&key, max_failures, failure_window);
+                Authenticator::Ldap(LdapConfig {
+                    url,
+                    starttls,
+                    tls_ca,
+                    bind_dn,
+                    bind_password,
+                    user,
+                    groups,
+                    email_attribute: Some(email_attribute.unwrap_or_else(|| "mail".into())),
+                    timeout,
+                    pool_size: pool_size.unwrap_or(4).clamp(1, 64),
+                    cache_ttl,
+                    throttle,
+                    realm,
+                })
+            }
         })
+    }
+
+    fn realm(&mut self, key: &str, realm: Option<String>) -> String {
+        let realm = realm.unwrap_or_else(|| "hpcgate".into());
+        if realm.contains('"') || realm.chars().any(|c| c.is_control()) {
+            self.err(
+                format!("{key}.realm"),
+                "may not contain quotes or control characters",
+            );
+        }
+        realm
+    }
+
+    fn throttle(
+        &mut self,
+        key: &str,
+        max_failures: Option<u32>,
+        window: Option<String>,
+    ) -> crate::authenticate::password::ThrottleConfig {
+        let d = crate::authenticate::password::ThrottleConfig::default();
+        let window = self.duration(
+            &format!("{key}.failure_window"),
+            window.as_deref(),
+            d.window,
+        );
+        let max_failures = max_failures.unwrap_or(d.max_failures);
+        if max_failures == 0 {
+            self.err(format!("{key}.max_failures"), "must be at least 1");
+        }
+        crate::authenticate::password::ThrottleConfig {
+            max_failures,
+            window,
+        }
     }
 
     /// Checks a list of authenticator names. `may_be_empty` for optional endpoints.

@@ -1,0 +1,384 @@
+//! The `ldap` authenticator: HTTP Basic → find the user's DN (service bind + search, or a DN
+//! template) → bind as the user → groups from `memberOf` or a group search.
+//!
+//! User input is escaped in filters (RFC 4515) and DNs (RFC 4514), and user names are
+//! restricted before any of that. Connections are pooled (a few, reused). Successes are
+//! cached and failures throttled (`password.rs`). A directory that cannot answer within the
+//! timeout is a 503: never a 200, never anonymous, never "wrong password".
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::password::{PasswordGuard, ThrottleConfig};
+use super::{Authenticator, Identity, Outcome, RequestInfo, basic_credentials};
+use crate::error::Rejection;
+use crate::secret::Secret;
+
+/// How the user's DN is found.
+#[derive(Debug, Clone)]
+pub enum UserLookup {
+    /// Service bind, then search `base` with `filter` (`{user}` is replaced, escaped).
+    Search { base: String, filter: String },
+    /// `uid={user},ou=people,…` (`{user}` is replaced, DN-escaped); no service bind needed
+    /// unless groups are searched.
+    Template(String),
+}
+
+/// Where groups come from.
+#[derive(Debug, Clone)]
+pub enum GroupLookup {
+    /// An attribute of the user entry holding group DNs (`memberOf`); the group name is the
+    /// value of the DN's first RDN (`cn=hpc-admins,…` → `hpc-admins`).
+    Attribute(String),
+    /// Search `base` with `filter` (`{dn}` and `{user}` replaced, escaped); the name is the
+    /// `name_attribute` (default `cn`) of each entry found.
+    Search {
+        base: String,
+        filter: String,
+        name_attribute: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct LdapConfig {
+    pub url: String,
+    pub starttls: bool,
+    /// PEM CA bundle for ldaps:// and StartTLS (default: the system roots).
+    pub tls_ca: Option<std::path::PathBuf>,
+    pub bind_dn: Option<String>,
+    pub bind_password: Option<Secret>,
+    pub user: UserLookup,
+    pub groups: GroupLookup,
+    pub email_attribute: Option<String>,
+    pub timeout: Duration,
+    pub pool_size: usize,
+    pub cache_ttl: Duration,
+    pub throttle: ThrottleConfig,
+    pub realm: String,
+}
+
+pub struct LdapAuth {
+    name: String,
+    cfg: LdapConfig,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    guard: PasswordGuard,
+    /// Idle connections, and a bound on how many are in use.
+    idle: Mutex<Vec<Ldap>>,
+    slots: Semaphore,
+}
+
+/// Why a lookup failed, before it becomes an HTTP answer.
+enum Failure {
+    /// The user does not exist in the directory.
+    NoSuchUser,
+    /// Wrong password (LDAP result 49).
+    BadPassword,
+    /// The directory could not answer (down, slow, protocol error, misconfigured bind).
+    Unavailable(String),
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Failure {
+    Failure::Unavailable(e.to_string())
+}
+
+/// The value of a DN's first RDN: `cn=hpc-admins,ou=groups,…` → `hpc-admins`.
+fn first_rdn_value(dn: &str) -> Option<String> {
+    let first = dn.split(',').next()?;
+    let (_, v) = first.split_once('=')?;
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+impl LdapAuth {
+    pub fn new(name: &str, cfg: LdapConfig) -> Result<Self, String> {
+        let tls = match &cfg.tls_ca {
+            None => None,
+            Some(path) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in crate::tls::read_pem_certs(path, "LDAP CA file")? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("LDAP CA file {}: {e}", path.display()))?;
+                }
+                Some(std::sync::Arc::new(
+                    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                        rustls::crypto::ring::default_provider(),
+                    ))
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| e.to_string())?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+                ))
+            }
+        };
+        Ok(LdapAuth {
+            name: name.to_string(),
+            guard: PasswordGuard::new(cfg.cache_ttl, cfg.throttle)?,
+            slots: Semaphore::new(cfg.pool_size.max(1)),
+            idle: Mutex::new(Vec::new()),
+            tls,
+            cfg,
+        })
+    }
+
+    async fn connect(&self) -> Result<Ldap, Failure> {
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.cfg.timeout)
+            .set_starttls(self.cfg.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let (conn, ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url)
+            .await
+            .map_err(unavailable)?;
+        ldap3::drive!(conn);
+        Ok(ldap)
+    }
+
+    /// A pooled connection (or a new one), bound as the service account if there is one.
+    async fn service_conn(&self) -> Result<Ldap, Failure> {
+        let pooled = self.idle.lock().await.pop();
+        let mut ldap = match pooled {
+            Some(mut l) => {
+                if l.is_closed() {
+                    self.connect().await?
+                } else {
+                    l
+                }
+            }
+            None => self.connect().await?,
+        };
+        if let (Some(dn), Some(pw)) = (&self.cfg.bind_dn, &self.cfg.bind_password) {
+            ldap.with_timeout(self.cfg.timeout)
+                .simple_bind(dn, pw.expose())
+                .await
+                .map_err(unavailable)?
+                .success()
+                .map_err(|e| unavailable(format!("service bind refused: {e}")))?;
+        }
+        Ok(ldap)
+    }
+
+    async fn release(&self, ldap: Ldap) {
+        let mut idle = self.idle.lock().await;
+        if idle.len() < self.cfg.pool_size {
+            idle.push(ldap);
+        }
+    }
+
+    async fn lookup(&self, user: &str, password: &str) -> Result<Identity, Failure> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| unavailable("pool closed"))?;
+        let mut ldap = self.service_conn().await?;
+        let t = self.cfg.timeout;
+        let mut wanted: Vec<String> = Vec::new();
+        if let GroupLookup::Attribute(a) = &self.cfg.groups {
+            wanted.push(a.clone());
+        }
+        if let Some(a) = &self.cfg.email_attribute {
+            wanted.push(a.clone());
+        }
+        let (dn, mut attrs) = match &self.cfg.user {
+            UserLookup::Template(tpl) => (tpl.replace("{user}", &ldap3::dn_escape(user)), None),
+            UserLookup::Search { base, filter } => {
+                let filter = filter.replace("{user}", &ldap3::ldap_escape(user));
+                let (entries, _) = ldap
+                    .with_timeout(t)
+                    .search(base, Scope::Subtree, &filter, wanted.clone())
+                    .await
+                    .map_err(unavailable)?
+                    .success()
+                    .map_err(unavailable)?;
+                match entries.len() {
+                    0 => {
+                        self.release(ldap).await;
+                        return Err(Failure::NoSuchUser);
+                    }
+                    1 => {}
+                    n => {
+                        return Err(unavailable(format!(
+                            "user filter matched {n} entries for one user name"
+                        )));
+                    }
+                }
+                let e =
+                    SearchEntry::construct(entries.into_iter().next().ok_or(Failure::NoSuchUser)?);
+                (e.dn, Some(e.attrs))
+            }
+        };
+        // The password check: a bind as the user (an empty password would be an anonymous
+        // bind, which basic_credentials already refuses).
+        let bound = ldap
+            .with_timeout(t)
+            .simple_bind(&dn, password)
+            .await
+            .map_err(unavailable)?;
+        match bound.rc {
+            0 => {}
+            49 => {
+                self.release(ldap).await;
+                return Err(Failure::BadPassword);
+            }
+            32 => return Err(Failure::NoSuchUser),
+            rc => {
+                return Err(unavailable(format!(
+                    "bind as user answered {rc}: {}",
+                    bound.text
+                )));
+            }
+        }
+        // Read the entry as the user when the DN came from a template.
+        if attrs.is_none() && !wanted.is_empty() {
+            let (entries, _) = ldap
+                .with_timeout(t)
+                .search(&dn, Scope::Base, "(objectClass=*)", wanted.clone())
+                .await
+                .map_err(unavailable)?
+                .success()
+                .map_err(unavailable)?;
+            attrs = entries
+                .into_iter()
+                .next()
+                .map(|e| SearchEntry::construct(e).attrs);
+        }
+        let attrs = attrs.unwrap_or_default();
+        let mut groups: Vec<String> = match &self.cfg.groups {
+            GroupLookup::Attribute(a) => attrs
+                .get(a)
+                .into_iter()
+                .flatten()
+                .filter_map(|dn| first_rdn_value(dn))
+                .collect(),
+            GroupLookup::Search {
+                base,
+                filter,
+                name_attribute,
+            } => {
+                // Group searches run as the service account (users may not read groups).
+                if let (Some(sdn), Some(pw)) = (&self.cfg.bind_dn, &self.cfg.bind_password) {
+                    ldap.with_timeout(t)
+                        .simple_bind(sdn, pw.expose())
+                        .await
+                        .map_err(unavailable)?
+                        .success()
+                        .map_err(unavailable)?;
+                }
+                let filter = filter
+                    .replace("{dn}", &ldap3::ldap_escape(&dn))
+                    .replace("{user}", &ldap3::ldap_escape(user));
+                let (entries, _) = ldap
+                    .with_timeout(t)
+                    .search(base, Scope::Subtree, &filter, vec![name_attribute.clone()])
+                    .await
+                    .map_err(unavailable)?
+                    .success()
+                    .map_err(unavailable)?;
+                entries
+                    .into_iter()
+                    .filter_map(|e| {
+                        SearchEntry::construct(e)
+                            .attrs
+                            .get(name_attribute)
+                            .and_then(|v| v.first().cloned())
+                    })
+                    .collect()
+            }
+        };
+        groups.sort();
+        groups.dedup();
+        let email = self
+            .cfg
+            .email_attribute
+            .as_ref()
+            .and_then(|a| attrs.get(a))
+            .and_then(|v| v.first().cloned());
+        self.release(ldap).await;
+        Ok(Identity::new(
+            user.to_string(),
+            groups,
+            email,
+            "ldap",
+            &self.name,
+        ))
+    }
+}
+
+#[async_trait]
+impl Authenticator for LdapAuth {
+    fn kind(&self) -> &'static str {
+        "ldap"
+    }
+
+    fn challenge(&self) -> Option<String> {
+        Some(format!(
+            "Basic realm=\"{}\", charset=\"UTF-8\"",
+            self.cfg.realm
+        ))
+    }
+
+    async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
+        let (user, password) = match basic_credentials(req.headers) {
+            None => return Outcome::NotMine,
+            Some(Err(r)) => return Outcome::Rejected(r),
+            Some(Ok(c)) => c,
+        };
+        let key = self.guard.key(&user, &password);
+        if let Some(id) = self.guard.cached(&key).await {
+            return Outcome::Authenticated(id);
+        }
+        if let Err(r) = self.guard.check(&user, req.client) {
+            return Outcome::Rejected(r);
+        }
+        // One deadline for the whole exchange: a directory that accepts the connection and
+        // never answers must not hold the request.
+        let result = tokio::time::timeout(self.cfg.timeout * 3, self.lookup(&user, &password))
+            .await
+            .unwrap_or_else(|_| Err(unavailable("timed out")));
+        match result {
+            Ok(id) => {
+                self.guard.remember(key, &id).await;
+                Outcome::Authenticated(id)
+            }
+            Err(Failure::NoSuchUser) => Outcome::NotMine,
+            Err(Failure::BadPassword) => {
+                self.guard.failed(&user, req.client);
+                Outcome::Rejected(Rejection::Unauthorized {
+                    reason: "invalid user name or password".into(),
+                    challenge: self.challenge().unwrap_or_default(),
+                })
+            }
+            Err(Failure::Unavailable(why)) => {
+                tracing::error!(authenticator = %self.name, error = %why, "LDAP cannot answer");
+                Outcome::Rejected(Rejection::Unavailable(
+                    "the directory cannot answer right now; try again shortly".into(),
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_come_from_the_first_rdn() {
+        assert_eq!(
+            first_rdn_value("cn=hpc-admins,ou=groups,dc=example,dc=org").as_deref(),
+            Some("hpc-admins")
+        );
+        assert_eq!(first_rdn_value("garbage"), None);
+    }
+
+    #[test]
+    fn user_input_is_escaped_in_filters_and_dns() {
+        assert_eq!(ldap3::ldap_escape("*)(uid=*"), "\\2a\\29\\28uid=\\2a");
+        assert_eq!(ldap3::dn_escape("a,b"), "a\\2cb");
+    }
+}
