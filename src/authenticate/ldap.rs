@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::password::{PasswordGuard, ThrottleConfig};
-use super::{Authenticator, Identity, Outcome, RequestInfo, basic_credentials};
+use super::password::{Attempt, Begin, PasswordGuard, ThrottleConfig};
+use super::{Authenticator, Identity, Outcome, RequestInfo, basic_challenge};
 use crate::error::Rejection;
 use crate::secret::Secret;
 
@@ -316,25 +316,18 @@ impl Authenticator for LdapAuth {
     }
 
     fn challenge(&self) -> Option<String> {
-        Some(format!(
-            "Basic realm=\"{}\", charset=\"UTF-8\"",
-            self.cfg.realm
-        ))
+        Some(basic_challenge(&self.cfg.realm))
     }
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
-        let (user, password) = match basic_credentials(req.headers) {
-            None => return Outcome::NotMine,
-            Some(Err(r)) => return Outcome::Rejected(r),
-            Some(Ok(c)) => c,
+        let Attempt {
+            user,
+            password,
+            key,
+        } = match self.guard.begin(req).await {
+            Begin::Decided(outcome) => return outcome,
+            Begin::Check(a) => a,
         };
-        let key = self.guard.key(&user, &password);
-        if let Some(id) = self.guard.cached(&key).await {
-            return Outcome::Authenticated(id);
-        }
-        if let Err(r) = self.guard.check(&user, req.client) {
-            return Outcome::Rejected(r);
-        }
         // One deadline for the whole exchange: a directory that accepts the connection and
         // never answers must not hold the request.
         let result = tokio::time::timeout(self.cfg.timeout * 3, self.lookup(&user, &password))
@@ -347,11 +340,8 @@ impl Authenticator for LdapAuth {
             }
             Err(Failure::NoSuchUser) => Outcome::NotMine,
             Err(Failure::BadPassword) => {
-                self.guard.failed(&user, req.client);
-                Outcome::Rejected(Rejection::Unauthorized {
-                    reason: "invalid user name or password".into(),
-                    challenge: self.challenge().unwrap_or_default(),
-                })
+                self.guard
+                    .wrong_password(&user, req.client, &self.cfg.realm)
             }
             Err(Failure::Unavailable(why)) => {
                 tracing::error!(authenticator = %self.name, error = %why, "LDAP cannot answer");

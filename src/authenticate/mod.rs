@@ -151,6 +151,11 @@ impl Authenticators {
     }
 }
 
+/// The `WWW-Authenticate` challenge of a Basic realm.
+pub fn basic_challenge(realm: &str) -> String {
+    format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")
+}
+
 /// `Authorization: Basic …` as (user, password). `None` when the header is absent or of
 /// another scheme; an error when it is Basic but malformed.
 pub fn basic_credentials(headers: &http::HeaderMap) -> Option<Result<(String, String), Rejection>> {
@@ -164,7 +169,7 @@ pub fn basic_credentials(headers: &http::HeaderMap) -> Option<Result<(String, St
     }
     let bad = || Rejection::Unauthorized {
         reason: "malformed Basic credentials".into(),
-        challenge: "Basic realm=\"hpcgate\", charset=\"UTF-8\"".into(),
+        challenge: basic_challenge("hpcgate"),
     };
     let decoded = match base64::engine::general_purpose::STANDARD.decode(rest.trim_ascii()) {
         Ok(d) => d,
@@ -179,7 +184,7 @@ pub fn basic_credentials(headers: &http::HeaderMap) -> Option<Result<(String, St
     if !static_users::valid_user_name(user) || password.is_empty() {
         return Some(Err(Rejection::Unauthorized {
             reason: "invalid user name or password".into(),
-            challenge: "Basic realm=\"hpcgate\", charset=\"UTF-8\"".into(),
+            challenge: basic_challenge("hpcgate"),
         }));
     }
     Some(Ok((user.to_string(), password.to_string())))

@@ -11,8 +11,23 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::Identity;
+use super::{Identity, Outcome, RequestInfo, basic_challenge, basic_credentials};
 use crate::error::Rejection;
+
+/// A password attempt the back end has to check.
+pub struct Attempt {
+    pub user: String,
+    pub password: String,
+    /// Where a success is remembered.
+    pub key: [u8; 32],
+}
+
+/// How a password attempt starts.
+pub enum Begin {
+    /// Decided without the back end: not Basic, malformed, cached, or throttled.
+    Decided(Outcome),
+    Check(Attempt),
+}
 
 /// Failures allowed per window, for one user or one client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +70,37 @@ impl PasswordGuard {
                 .max_capacity(100_000)
                 .time_to_idle(throttle.window)
                 .build(),
+        })
+    }
+
+    /// The common start of every password authenticator: Basic credentials, then the
+    /// success cache, then the throttle (before the back end is asked anything).
+    pub async fn begin(&self, req: &RequestInfo<'_>) -> Begin {
+        let (user, password) = match basic_credentials(req.headers) {
+            None => return Begin::Decided(Outcome::NotMine),
+            Some(Err(r)) => return Begin::Decided(Outcome::Rejected(r)),
+            Some(Ok(c)) => c,
+        };
+        let key = self.key(&user, &password);
+        if let Some(id) = self.cached(&key).await {
+            return Begin::Decided(Outcome::Authenticated(id));
+        }
+        if let Err(r) = self.check(&user, req.client) {
+            return Begin::Decided(Outcome::Rejected(r));
+        }
+        Begin::Check(Attempt {
+            user,
+            password,
+            key,
+        })
+    }
+
+    /// A wrong password: counted for the throttle, answered 401.
+    pub fn wrong_password(&self, user: &str, client: Option<IpAddr>, realm: &str) -> Outcome {
+        self.failed(user, client);
+        Outcome::Rejected(Rejection::Unauthorized {
+            reason: "invalid user name or password".into(),
+            challenge: basic_challenge(realm),
         })
     }
 

@@ -9,14 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::password::{PasswordGuard, ThrottleConfig};
+use super::password::{Attempt, Begin, PasswordGuard, ThrottleConfig};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::{Authenticator, Identity, Outcome, RequestInfo, basic_credentials};
+use super::{Authenticator, Identity, Outcome, RequestInfo, basic_challenge};
 use crate::error::Rejection;
 
 /// One user of a users file.
@@ -168,22 +168,18 @@ impl Authenticator for StaticUsers {
     }
 
     fn challenge(&self) -> Option<String> {
-        Some(format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.realm))
+        Some(basic_challenge(&self.realm))
     }
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
-        let (user, password) = match basic_credentials(req.headers) {
-            None => return Outcome::NotMine,
-            Some(Err(r)) => return Outcome::Rejected(r),
-            Some(Ok(c)) => c,
+        let Attempt {
+            user,
+            password,
+            key,
+        } = match self.guard.begin(req).await {
+            Begin::Decided(outcome) => return outcome,
+            Begin::Check(a) => a,
         };
-        let key = self.guard.key(&user, &password);
-        if let Some(id) = self.guard.cached(&key).await {
-            return Outcome::Authenticated(id);
-        }
-        if let Err(r) = self.guard.check(&user, req.client) {
-            return Outcome::Rejected(r);
-        }
         let Some(entry) = self.users.get(&user).cloned() else {
             // Same cost as a real check, then let the next authenticator try.
             let _ = self.verify(self.dummy_hash.clone(), password).await;
@@ -191,13 +187,7 @@ impl Authenticator for StaticUsers {
         };
         match self.verify(entry.hash.clone(), password).await {
             Err(r) => Outcome::Rejected(r),
-            Ok(false) => {
-                self.guard.failed(&user, req.client);
-                Outcome::Rejected(Rejection::Unauthorized {
-                    reason: "invalid user name or password".into(),
-                    challenge: self.challenge().unwrap_or_default(),
-                })
-            }
+            Ok(false) => self.guard.wrong_password(&user, req.client, &self.realm),
             Ok(true) => {
                 let id = Identity::new(
                     user,

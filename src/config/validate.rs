@@ -569,38 +569,15 @@ impl Validator {
         }
         let tls_ca = p.tls_ca.map(|c| resolve_path(&self.base, &c));
         if let Some(ca) = &tls_ca
-            && let Err(e) = std::fs::metadata(ca)
+            && let Err(e) = crate::tls::read_pem_certs(ca, "CA file")
         {
-            self.err(
-                format!("{key}.tls_ca"),
-                format!("cannot read {}: {e}", ca.display()),
-            );
+            self.err(format!("{key}.tls_ca"), e);
         }
-        let authorization = match (p.authorization, p.authorization_file) {
-            (Some(_), Some(_)) => {
-                self.err(
-                    format!("{key}.authorization"),
-                    "set authorization or authorization_file, not both",
-                );
-                None
-            }
-            (Some(v), None) => match crate::secret::expand_env(&v) {
-                Ok(s) => Some(Secret::new(s)),
-                Err(e) => {
-                    self.err(format!("{key}.authorization"), e);
-                    None
-                }
-            },
-            (None, Some(f)) => match crate::secret::read_secret_file(&resolve_path(&self.base, &f))
-            {
-                Ok(s) => Some(Secret::new(s)),
-                Err(e) => {
-                    self.err(format!("{key}.authorization_file"), e);
-                    None
-                }
-            },
-            (None, None) => None,
-        };
+        let authorization = self.secret(
+            &key,
+            ("authorization", p.authorization),
+            ("authorization_file", p.authorization_file),
+        );
         if let Some(a) = &authorization
             && http::HeaderValue::from_str(a.expose()).is_err()
         {
@@ -706,32 +683,11 @@ impl Validator {
                 {
                     self.err(format!("{key}.tls_ca"), e);
                 }
-                let bind_password = match (bind_password, bind_password_file) {
-                    (Some(_), Some(_)) => {
-                        self.err(
-                            format!("{key}.bind_password"),
-                            "set bind_password or bind_password_file, not both",
-                        );
-                        None
-                    }
-                    (Some(v), None) => match crate::secret::expand_env(&v) {
-                        Ok(s) => Some(Secret::new(s)),
-                        Err(e) => {
-                            self.err(format!("{key}.bind_password"), e);
-                            None
-                        }
-                    },
-                    (None, Some(f)) => {
-                        match crate::secret::read_secret_file(&resolve_path(&self.base, &f)) {
-                            Ok(s) => Some(Secret::new(s)),
-                            Err(e) => {
-                                self.err(format!("{key}.bind_password_file"), e);
-                                None
-                            }
-                        }
-                    }
-                    (None, None) => None,
-                };
+                let bind_password = self.secret(
+                    &key,
+                    ("bind_password", bind_password),
+                    ("bind_password_file", bind_password_file),
+                );
                 if bind_dn.is_some() != bind_password.is_some() {
                     self.err(
                         format!("{key}.bind_dn"),
@@ -808,6 +764,37 @@ impl Validator {
                 })
             }
         })
+    }
+
+    /// A secret given inline (with `${ENV}` references) or as a file, not both.
+    fn secret(
+        &mut self,
+        key: &str,
+        (inline_name, inline): (&str, Option<String>),
+        (file_name, file): (&str, Option<String>),
+    ) -> Option<Secret> {
+        let (field, value) = match (inline, file) {
+            (None, None) => return None,
+            (Some(_), Some(_)) => {
+                self.err(
+                    format!("{key}.{inline_name}"),
+                    format!("set {inline_name} or {file_name}, not both"),
+                );
+                return None;
+            }
+            (Some(v), None) => (inline_name, crate::secret::expand_env(&v)),
+            (None, Some(f)) => (
+                file_name,
+                crate::secret::read_secret_file(&resolve_path(&self.base, &f)),
+            ),
+        };
+        match value {
+            Ok(s) => Some(Secret::new(s)),
+            Err(e) => {
+                self.err(format!("{key}.{field}"), e);
+                None
+            }
+        }
     }
 
     fn realm(&mut self, key: &str, realm: Option<String>) -> String {
