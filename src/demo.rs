@@ -83,8 +83,20 @@ tls_key = "server-key.pem"
 type = "static"
 users_file = "users.toml"
 
-[gateway]
+# Keys made with `hpcgate apikey create --user alice --name laptop` (SQLite: hpcgate.db).
+[authenticators.keys]
+type = "api_key"
+
+# Tokens from `curl -u alice:… -X POST https://localhost:8443/auth/token`.
+[authenticators.tokens]
+type = "gateway_jwt"
+
+[tokens]
 authenticators = ["demo"]
+ttl = "1h"
+
+[gateway]
+authenticators = ["demo", "keys", "tokens"]
 
 [authorization]
 # The embedded default policies: admins may do anything, users may read and write.
@@ -101,7 +113,7 @@ name = "echo"
 path_prefix = "/echo"
 strip_prefix = true
 pool = "echo"
-authenticators = ["demo"]
+authenticators = ["demo", "keys", "tokens"]
 "#,
         ipv6_listener = if ipv6 {
             "\n[[listeners]]\naddress = \"[::1]:8443\"\ntls_cert = \"server.pem\"\n\
@@ -145,7 +157,11 @@ pub fn banner(dir: &Path, creds: &[(String, String)]) -> String {
          # what the upstream receives\n  \
          curl --cacert {ca} -H 'X-Forwarded-User: root' https://localhost:8443/echo/   \
          # 401: spoofing gets nowhere\n  \
-         curl --cacert {ca} https://localhost:8443/-/healthz\n\n\
+         curl --cacert {ca} https://localhost:8443/-/healthz\n  \
+         curl --cacert {ca} -u {user}:{pw} -X POST https://localhost:8443/auth/token   \
+         # a 1-hour token\n  \
+         hpcgate apikey create --user {user2} --name laptop   \
+         # then: curl --cacert {ca} -H 'X-API-Key: hpcg_…' …\n\n\
          Config: {config}. Stop with Ctrl-C.\n",
         creds = dir.join("demo-credentials.txt").display(),
         ca = ca.display(),

@@ -1,10 +1,12 @@
-//! The gateway's own endpoints under `/-/`: `healthz`, `ready`, `whoami`, `metrics`.
+//! The gateway's own endpoints: `/-/healthz`, `/-/ready`, `/-/whoami`, `/-/metrics`,
+//! `POST /auth/token` and `/.well-known/jwks.json`.
 
 use bytes::Bytes;
 use serde_json::json;
 
 use crate::authenticate::Caller;
 use crate::error::Rejection;
+use crate::gateway::Snapshot;
 
 /// A response the gateway writes itself.
 pub struct Reply {
@@ -30,7 +32,22 @@ pub enum Endpoint {
     Ready,
     Whoami,
     Metrics,
+    /// `POST /auth/token`: a gateway-signed JWT for Basic credentials.
+    Token,
+    /// `/.well-known/jwks.json`: the public keys of those tokens.
+    Jwks,
 }
+
+/// Whether a path belongs to the gateway rather than to a route.
+pub fn owns(path: &str) -> bool {
+    path == "/-"
+        || path.starts_with("/-/")
+        || path == "/auth"
+        || path.starts_with("/auth/")
+        || path == JWKS_PATH
+}
+
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 impl Endpoint {
     pub fn parse(path: &str) -> Result<Endpoint, Rejection> {
@@ -39,9 +56,11 @@ impl Endpoint {
             "/-/ready" => Ok(Endpoint::Ready),
             "/-/whoami" => Ok(Endpoint::Whoami),
             "/-/metrics" => Ok(Endpoint::Metrics),
+            "/auth/token" => Ok(Endpoint::Token),
+            JWKS_PATH => Ok(Endpoint::Jwks),
             _ => Err(Rejection::NotFound(format!(
-                "no gateway endpoint {path}; there are /-/healthz, /-/ready, /-/whoami and \
-                 /-/metrics"
+                "no gateway endpoint {path}; there are /-/healthz, /-/ready, /-/whoami, \
+                 /-/metrics, /auth/token and {JWKS_PATH}"
             ))),
         }
     }
@@ -52,11 +71,21 @@ impl Endpoint {
             Endpoint::Ready => "-/ready",
             Endpoint::Whoami => "-/whoami",
             Endpoint::Metrics => "-/metrics",
+            Endpoint::Token => "auth/token",
+            Endpoint::Jwks => "jwks",
         }
     }
 
-    pub fn serve(self, caller: &Caller) -> Reply {
+    /// The methods it takes besides HEAD.
+    pub fn method(self) -> http::Method {
         match self {
+            Endpoint::Token => http::Method::POST,
+            _ => http::Method::GET,
+        }
+    }
+
+    pub async fn serve(self, caller: &Caller, snap: &Snapshot) -> Result<Reply, Rejection> {
+        Ok(match self {
             Endpoint::Healthz => Reply::json(200, json!({"status": "success", "data": "ok"})),
             Endpoint::Ready => {
                 if crate::shutdown::draining() {
@@ -83,6 +112,18 @@ impl Endpoint {
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
                 body: Bytes::from(crate::telemetry::metrics().render()),
             },
-        }
+            Endpoint::Token => {
+                let (Some(issuer), Some(id)) = (&snap.token_issuer, caller.identity()) else {
+                    return Err(Rejection::NotFound("token issuing is not enabled".into()));
+                };
+                let body = issuer.issue(id).await?;
+                tracing::info!(user = id.user(), "issued a gateway token");
+                Reply::json(200, body)
+            }
+            Endpoint::Jwks => match &snap.signing_keys {
+                Some(keys) => Reply::json(200, keys.jwks().await),
+                None => return Err(Rejection::NotFound("this gateway issues no tokens".into())),
+            },
+        })
     }
 }

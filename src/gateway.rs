@@ -43,6 +43,11 @@ pub struct Snapshot {
     pub utc_offset: i64,
     pub audit: Arc<AuditLog>,
     pub rate_limits: Arc<crate::authorize::rate_limit::RateLimiters>,
+    /// Authentication for `POST /auth/token` (None: tokens are not issued, 404).
+    pub token_auth: Option<RouteAuth>,
+    pub token_issuer: Option<Arc<crate::tokens::TokenIssuer>>,
+    /// Published at `/.well-known/jwks.json` when tokens are issued or accepted.
+    pub signing_keys: Option<Arc<crate::tokens::SigningKeys>>,
 }
 
 pub struct Gateway {
@@ -133,37 +138,45 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     };
     snap.sanitizer
         .check(session.req_header(), http2, raw_headers.as_deref())?;
-    snap.sanitizer.strip(session.req_header_mut());
+    let stripped = snap.sanitizer.strip(session.req_header_mut());
     ctx.host = request_host(session.req_header());
     ctx.raw_host = raw_host(session.req_header());
     let path = session.req_header().uri.path().to_string();
     let info = RequestInfo {
         headers: &session.req_header().headers,
         client: ctx.client,
+        stripped: &stripped,
     };
 
-    if path == "/-" || path.starts_with("/-/") {
+    if crate::endpoints::owns(&path) {
         let ep = Endpoint::parse(&path)?;
         ctx.label = ep.name().to_string();
         // Probes are not decisions about anyone: they stay out of the audit log.
-        ctx.decided = matches!(ep, Endpoint::Whoami | Endpoint::Metrics);
+        ctx.decided = matches!(ep, Endpoint::Whoami | Endpoint::Metrics | Endpoint::Token);
         let method = &session.req_header().method;
-        if method != http::Method::GET && method != http::Method::HEAD {
+        let wanted = ep.method();
+        if method != wanted && !(wanted == http::Method::GET && method == http::Method::HEAD) {
             return Err(Rejection::MethodNotAllowed(format!(
-                "{} takes GET or HEAD",
+                "{} takes {wanted}",
                 ep.name()
             )));
         }
         let auth = match ep {
-            Endpoint::Healthz | Endpoint::Ready => Some(&RouteAuth::Public),
+            Endpoint::Healthz | Endpoint::Ready | Endpoint::Jwks => Some(&RouteAuth::Public),
             Endpoint::Whoami => snap.whoami_auth.as_ref(),
             Endpoint::Metrics => snap.metrics_auth.as_ref(),
+            Endpoint::Token => snap.token_auth.as_ref(),
         };
         let auth = auth.ok_or_else(|| {
-            Rejection::NotFound(format!(
-                "{} is not enabled: set [gateway] authenticators in the config",
-                ep.name()
-            ))
+            Rejection::NotFound(match ep {
+                Endpoint::Token => {
+                    "/auth/token is not enabled: set [tokens] authenticators in the config".into()
+                }
+                _ => format!(
+                    "{} is not enabled: set [gateway] authenticators in the config",
+                    ep.name()
+                ),
+            })
         })?;
         let caller = auth.authenticate(&info).await?;
         return Ok(Admitted::Endpoint(ep, caller));
@@ -301,9 +314,17 @@ impl ProxyHttp for Gateway {
                 Ok(false)
             }
             Ok(Admitted::Endpoint(ep, caller)) => {
-                let reply = ep.serve(&caller);
-                write_reply(session, ctx, reply, &[]).await;
-                ctx.admission = Admission::Served(caller);
+                let snap = ctx.snapshot.clone();
+                match ep.serve(&caller, &snap).await {
+                    Ok(reply) => {
+                        write_reply(session, ctx, reply, &[]).await;
+                        ctx.admission = Admission::Served(caller);
+                    }
+                    Err(r) => {
+                        write_rejection(session, ctx, &r).await;
+                        ctx.admission = Admission::Rejected(r);
+                    }
+                }
                 Ok(true)
             }
             Err(r) => {

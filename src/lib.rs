@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod authenticate;
 pub mod authorize;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
@@ -19,6 +20,8 @@ pub mod sanitize;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod tokens;
 pub mod upstream;

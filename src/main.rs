@@ -46,8 +46,61 @@ enum Command {
     },
     /// Hash a password (read from standard input) for a `static` users file.
     HashPassword,
+    /// Create, list and revoke API keys in the gateway's database.
+    Apikey {
+        /// The gateway's config file (for its database). Default: the demo's.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: ApikeyAction,
+    },
+    /// Make a new token signing key current (the previous two stay valid for verification).
+    RotateSigningKey {
+        /// The gateway's config file (for its state directory). Default: the demo's.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ApikeyAction {
+    /// Make a key; it is printed once and only its hash is stored.
+    Create {
+        /// The key's owner: requests with it act as this user.
+        #[arg(long)]
+        user: String,
+        /// A name for the key, unique among the owner's live keys.
+        #[arg(long)]
+        name: String,
+        /// Groups the key carries (repeatable); policies see them as the owner's.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Route names or kinds the key may be used on (repeatable). Default: every route.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Lifetime, like 30d or 12h, or `never`.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        /// Print JSON (with the key) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this owner's.
+        #[arg(long)]
+        user: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id; every gateway refuses it within a second.
+    Revoke {
+        /// The key id (from `apikey list`).
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,7 +171,60 @@ fn run(command: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { config } => serve(config),
+        Command::Apikey { config, action } => {
+            let config = load_for_cli(config)?;
+            hpcgate::cli::apikey(&config, action.into())
+        }
+        Command::RotateSigningKey { config } => {
+            let config = load_for_cli(config)?;
+            let kid = hpcgate::tokens::rotate(&config.state_dir)?;
+            println!(
+                "new signing key {kid} is current in {}; running gateways use it within a second",
+                config.state_dir.join("signing-keys").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+impl From<ApikeyAction> for hpcgate::cli::ApikeyCommand {
+    fn from(a: ApikeyAction) -> Self {
+        use hpcgate::cli::ApikeyCommand as C;
+        match a {
+            ApikeyAction::Create {
+                user,
+                name,
+                groups,
+                scopes,
+                expires,
+                json,
+            } => C::Create {
+                user,
+                name,
+                groups,
+                scopes,
+                expires,
+                json,
+            },
+            ApikeyAction::List { user, json } => C::List { user, json },
+            ApikeyAction::Revoke { id } => C::Revoke { id },
+        }
+    }
+}
+
+/// The config a maintenance command works on: the one given, or the demo's.
+fn load_for_cli(path: Option<PathBuf>) -> Result<config::Config, String> {
+    let path = match path {
+        Some(p) => p,
+        None => {
+            let demo = PathBuf::from(demo::DIR).join("hpcgate.toml");
+            if !demo.exists() {
+                return Err("give the gateway's config with --config FILE".into());
+            }
+            demo
+        }
+    };
+    config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))
 }
 
 fn serve(path: Option<PathBuf>) -> Result<ExitCode, String> {

@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 
+use crate::authenticate::api_key::API_KEY_HEADER;
 use crate::authorize::Permit;
 use crate::config::BackendAddr;
 use crate::route;
@@ -105,8 +106,13 @@ pub fn rewrite(
         set(req, "host", &host)?;
     }
 
-    // Credentials: Basic never goes upstream; a bearer token only where the route says so.
+    // Credentials: Basic never goes upstream; a bearer token only where the route says so,
+    // and never one of the gateway's own (API keys, gateway tokens, a trusted service's).
+    let ours = permit.caller().identity().is_some_and(|id| {
+        matches!(id.method(), "api_key" | "gateway_jwt" | "trusted_header") || id.via().is_some()
+    });
     let bearer = route.pass_bearer_token
+        && !ours
         && req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -117,6 +123,15 @@ pub fn rewrite(
             });
     if !bearer {
         req.remove_header("authorization");
+    }
+    let api_keys: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| crate::config::normalize_header_name(n.as_str()) == API_KEY_HEADER)
+        .cloned()
+        .collect();
+    for n in api_keys {
+        req.remove_header(&n);
     }
     if let Some(auth) = entry.pool.authorization() {
         req.insert_header("authorization", auth.clone())?;

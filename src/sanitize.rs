@@ -119,16 +119,26 @@ impl Sanitizer {
     }
 
     /// Removes every inbound identity header (and any configured extra).
-    pub fn strip(&self, req: &mut RequestHeader) {
-        let doomed: Vec<http::HeaderName> = req
+    /// Removes the identity headers and returns them, under their normalised names, for the
+    /// one authenticator allowed to read such a header: `trusted_header`, once the caller is
+    /// proven to be a trusted service.
+    pub fn strip(&self, req: &mut RequestHeader) -> http::HeaderMap {
+        let mut removed = http::HeaderMap::new();
+        let doomed: Vec<(http::HeaderName, http::HeaderValue)> = req
             .headers
-            .keys()
-            .filter(|n| self.strip.contains(&normalize_header_name(n.as_str())))
-            .cloned()
+            .iter()
+            .filter(|(n, _)| self.strip.contains(&normalize_header_name(n.as_str())))
+            .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        for name in doomed {
+        for (name, value) in doomed {
             req.remove_header(&name);
+            if let Ok(n) =
+                http::HeaderName::from_bytes(normalize_header_name(name.as_str()).as_bytes())
+            {
+                removed.append(n, value);
+            }
         }
+        removed
     }
 }
 

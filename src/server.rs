@@ -41,6 +41,14 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
         }));
     }
     let whoami_auth = auths.route_auth(&config.gateway.authenticators);
+    let token_auth = auths.route_auth(&config.tokens.authenticators);
+    let token_issuer = match (&token_auth, &auths.signing_keys) {
+        (Some(_), Some(keys)) => Some(Arc::new(crate::tokens::TokenIssuer {
+            keys: keys.clone(),
+            config: config.tokens.clone(),
+        })),
+        _ => None,
+    };
     let metrics_auth = if config.gateway.metrics_public {
         Some(crate::authenticate::RouteAuth::Public)
     } else {
@@ -66,6 +74,9 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
             config.redis_url.as_ref().map(|s| s.expose()),
             config.redis_timeout,
         )?),
+        token_auth,
+        token_issuer,
+        signing_keys: auths.signing_keys.clone(),
     })
 }
 
@@ -73,6 +84,14 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
 /// every header a route writes as identity (a client must never be able to set one).
 fn strip_list(config: &Config) -> Vec<String> {
     let mut list = config.strip_headers.clone();
+    for a in config.authenticators.values() {
+        if let crate::config::Authenticator::TrustedHeader(t) = a {
+            let n = crate::config::normalize_header_name(t.header.as_str());
+            if !list.contains(&n) {
+                list.push(n);
+            }
+        }
+    }
     for r in &config.routes {
         for h in r.identity_headers.names() {
             let n = crate::config::normalize_header_name(h.as_str());
@@ -107,6 +126,25 @@ fn check_bindable(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// Creates the SQLite file's directory and migrates the schema, when the config uses the
+/// database. A database that cannot be reached stops the start: better than a gateway whose
+/// every API-key request fails.
+async fn prepare_database(config: &Config) -> Result<(), String> {
+    if !config.uses_database() {
+        return Ok(());
+    }
+    if config.database.backend == crate::store::Backend::Sqlite {
+        crate::tls::create_private_dir(&config.state_dir)?;
+    }
+    let where_ = crate::config::describe_url(&config.database.url);
+    let db = crate::store::Db::open(&config.database)
+        .await
+        .map_err(|e| format!("{}: {e} ({where_})", config.path.display()))?;
+    db.close().await;
+    tracing::info!(database = %where_, "database ready");
+    Ok(())
+}
+
 /// Runs the gateway until it is stopped. `extra` are background services to run beside the
 /// proxy (the demo's upstream, for instance).
 pub fn run(
@@ -116,13 +154,17 @@ pub fn run(
 ) -> Result<(), String> {
     // rustls needs one process-wide crypto provider; pingora installs ring as well.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let snap = snapshot(&config)?;
-    // pingora's runtimes are created inside `run`; this small runtime only checks binds.
+    // pingora's runtimes are created inside `run`; this small one checks binds and brings
+    // the database schema up to date before anything is served.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?
-        .block_on(async { check_bindable(&config) })?;
+        .block_on(async {
+            check_bindable(&config)?;
+            prepare_database(&config).await
+        })?;
+    let snap = snapshot(&config)?;
 
     let grace = config.grace_period.as_secs().max(1);
     let conf = ServerConf {

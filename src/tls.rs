@@ -158,3 +158,17 @@ pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     f.write_all(data)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
+
+/// Creates a directory (and its parents) for secrets: the last component is 0700.
+pub fn create_private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}

@@ -19,6 +19,12 @@ pub struct Identity {
     /// A trusted service acting for `user` (e.g. `grafana`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     via: Option<String>,
+    /// Route names or kinds this credential is limited to (API keys); empty: no limit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    scopes: Vec<String>,
+    /// When the credential stops being valid (Unix seconds), if it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
 }
 
 impl Identity {
@@ -36,6 +42,33 @@ impl Identity {
             method,
             authenticator: authenticator.to_string(),
             via: None,
+            scopes: Vec::new(),
+            expires_at: None,
+        }
+    }
+
+    pub(super) fn with_scopes(mut self, scopes: Vec<String>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    pub(super) fn with_expiry(mut self, expires_at: Option<i64>) -> Self {
+        self.expires_at = expires_at;
+        self
+    }
+
+    /// `self` (a trusted service) acting for `user`, who gets no groups of the service's:
+    /// the identity records both, and keeps the service credential's scopes and expiry.
+    pub(super) fn acting_for(self, user: String, authenticator: &str) -> Identity {
+        Identity {
+            user,
+            groups: Vec::new(),
+            email: None,
+            method: "trusted_header",
+            authenticator: authenticator.to_string(),
+            via: Some(self.user),
+            scopes: self.scopes,
+            expires_at: self.expires_at,
         }
     }
 
@@ -56,6 +89,12 @@ impl Identity {
     }
     pub fn via(&self) -> Option<&str> {
         self.via.as_deref()
+    }
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+    pub fn expires_at(&self) -> Option<i64> {
+        self.expires_at
     }
 
     /// An identity for unit tests of later steps.

@@ -7,10 +7,13 @@
 //! anonymous. A route whose only authenticator is of type `none` is public and has no
 //! authentication step at all.
 
+pub mod api_key;
+pub mod gateway_jwt;
 mod identity;
 pub mod ldap;
 pub mod password;
 pub mod static_users;
+pub mod trusted_header;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -28,6 +31,9 @@ use crate::error::Rejection;
 pub struct RequestInfo<'a> {
     pub headers: &'a http::HeaderMap,
     pub client: Option<IpAddr>,
+    /// The identity headers the sanitizer removed (normalised names): only `trusted_header`
+    /// reads them, and only for a proven trusted service.
+    pub stripped: &'a http::HeaderMap,
 }
 
 /// An authenticator's verdict on one request.
@@ -108,11 +114,29 @@ impl RouteAuth {
 /// Every configured authenticator, built once per config.
 pub struct Authenticators {
     by_name: BTreeMap<String, Option<Arc<dyn Authenticator>>>,
+    /// The gateway's token signing keys, when tokens are issued or accepted.
+    pub signing_keys: Option<Arc<crate::tokens::SigningKeys>>,
 }
 
 impl Authenticators {
     pub fn build(config: &Config) -> Result<Self, String> {
+        let db = if config.uses_database() {
+            Some(crate::store::Db::lazy(&config.database).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        let wants_keys = !config.tokens.authenticators.is_empty()
+            || config
+                .authenticators
+                .values()
+                .any(|a| matches!(a, config::Authenticator::GatewayJwt { .. }));
+        let signing_keys = if wants_keys {
+            Some(crate::tokens::SigningKeys::open(&config.state_dir)?)
+        } else {
+            None
+        };
         let mut by_name = BTreeMap::new();
+        // Trusted-header authenticators wrap another one: build them second.
         for (name, a) in &config.authenticators {
             let built: Option<Arc<dyn Authenticator>> = match a {
                 config::Authenticator::None => None,
@@ -128,10 +152,43 @@ impl Authenticators {
                 config::Authenticator::Ldap(cfg) => {
                     Some(Arc::new(ldap::LdapAuth::new(name, cfg.clone())?))
                 }
+                config::Authenticator::ApiKey { cache_ttl } => {
+                    let db = db.clone().ok_or("api_key without a database")?;
+                    Some(Arc::new(api_key::ApiKeyAuth::new(name, db, *cache_ttl)))
+                }
+                config::Authenticator::GatewayJwt { audience } => {
+                    let keys = signing_keys.clone().ok_or("gateway_jwt without keys")?;
+                    let audience = audience.as_deref().unwrap_or(&config.tokens.audience);
+                    Some(Arc::new(gateway_jwt::GatewayJwt::new(
+                        name,
+                        keys,
+                        &config.tokens.issuer,
+                        audience,
+                    )))
+                }
+                config::Authenticator::TrustedHeader(_) => continue,
             };
             by_name.insert(name.clone(), built);
         }
-        Ok(Authenticators { by_name })
+        for (name, a) in &config.authenticators {
+            if let config::Authenticator::TrustedHeader(t) = a {
+                let inner = by_name
+                    .get(&t.authenticator)
+                    .cloned()
+                    .flatten()
+                    .ok_or_else(|| {
+                        format!("{name}: authenticator {} not built", t.authenticator)
+                    })?;
+                let built: Arc<dyn Authenticator> = Arc::new(
+                    trusted_header::TrustedHeaderAuth::new(name, inner, t.clone()),
+                );
+                by_name.insert(name.clone(), Some(built));
+            }
+        }
+        Ok(Authenticators {
+            by_name,
+            signing_keys,
+        })
     }
 
     /// The authentication for a list of names the config validated. An empty list (an

@@ -81,6 +81,30 @@ pub fn authorize(
         }
         Caller::User(id) => id,
     };
+    let scopes = id.scopes();
+    if !scopes.is_empty()
+        && !scopes
+            .iter()
+            .any(|s| *s == route.config.name || s == route.config.kind.as_str())
+    {
+        let rejection = Rejection::Forbidden(format!(
+            "this credential of {} is limited to {}; route `{}` ({}) is not among them",
+            id.user(),
+            scopes.join(", "),
+            route.config.name,
+            route.config.kind.as_str()
+        ));
+        return Err(Box::new(Denied {
+            rejection,
+            action,
+            verdict: Verdict {
+                allow: false,
+                policies: vec!["api-key-scope".into()],
+                errors: Vec::new(),
+            },
+            caller,
+        }));
+    }
     let rf = RouteFacts {
         name: &route.config.name,
         kind: route.config.kind,

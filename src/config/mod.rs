@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use validate::{load, parse};
+pub use validate::{describe_url, load, parse};
 
 use crate::authenticate::static_users::StaticUser;
 use crate::secret::Secret;
@@ -70,6 +70,17 @@ pub struct Config {
     pub audit: AuditSink,
     pub redis_url: Option<Secret>,
     pub redis_timeout: Duration,
+    pub database: crate::store::DbConfig,
+    pub tokens: Tokens,
+}
+
+impl Config {
+    /// Whether anything in this config needs the database.
+    pub fn uses_database(&self) -> bool {
+        self.authenticators
+            .values()
+            .any(|a| matches!(a, Authenticator::ApiKey { .. }))
+    }
 }
 
 /// Where audit lines go.
@@ -159,6 +170,48 @@ pub enum Authenticator {
         throttle: crate::authenticate::password::ThrottleConfig,
     },
     Ldap(crate::authenticate::ldap::LdapConfig),
+    ApiKey {
+        cache_ttl: Duration,
+    },
+    TrustedHeader(TrustedHeader),
+    GatewayJwt {
+        /// `None`: `[tokens] audience`.
+        audience: Option<String>,
+    },
+}
+
+impl Authenticator {
+    /// The `type` as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Authenticator::None => "none",
+            Authenticator::Static { .. } => "static",
+            Authenticator::Ldap(_) => "ldap",
+            Authenticator::ApiKey { .. } => "api_key",
+            Authenticator::TrustedHeader(_) => "trusted_header",
+            Authenticator::GatewayJwt { .. } => "gateway_jwt",
+        }
+    }
+}
+
+/// A trusted service acting for users (`type = "trusted_header"`).
+#[derive(Debug, Clone)]
+pub struct TrustedHeader {
+    pub authenticator: String,
+    pub services: Vec<String>,
+    pub header: http::HeaderName,
+    /// Empty: from anywhere.
+    pub source_networks: Vec<ipnet::IpNet>,
+}
+
+/// Tokens this gateway issues at `POST /auth/token`.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// Empty: the endpoint is off.
+    pub authenticators: Vec<String>,
+    pub ttl: Duration,
+    pub issuer: String,
+    pub audience: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -128,6 +128,33 @@ pub enum Authenticator {
         max_failures: Option<u32>,
         failure_window: Option<String>,
     },
+    /// API keys from the gateway's database (`hpcgate apikey create`), sent as
+    /// `Authorization: Bearer hpcg_…` or `X-API-Key: hpcg_…`.
+    ApiKey {
+        /// How long a looked-up key is remembered (default 500ms, at most 1s: a revocation
+        /// reaches every gateway process within this time).
+        cache_ttl: Option<String>,
+    },
+    /// A trusted service (proven by another authenticator, e.g. its API key) acting for a
+    /// user named in a header: the CEEMS / Grafana pattern.
+    TrustedHeader {
+        /// The authenticator that proves the service (e.g. an `api_key` one).
+        authenticator: String,
+        /// User names (as that authenticator proves them) of the services trusted to act
+        /// for users.
+        services: Vec<String>,
+        /// The header naming the user (default `X-Grafana-User`). It is stripped from every
+        /// request, so only trusted services can set it.
+        header: Option<String>,
+        /// Only from these networks (CIDR); default: anywhere.
+        #[serde(default)]
+        source_networks: Vec<String>,
+    },
+    /// Tokens issued by this gateway at `POST /auth/token` (see `[tokens]`).
+    GatewayJwt {
+        /// Expected `aud` (default: `[tokens] audience`).
+        audience: Option<String>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +257,35 @@ pub struct Audit {
     pub path: Option<String>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB` (`${ENV}` expanded).
+    /// Default: SQLite `hpcgate.db` in `server.state_dir`.
+    pub url: Option<String>,
+    /// File holding the URL (for a URL with a password).
+    pub url_file: Option<String>,
+    /// Connections kept (default 8).
+    pub max_connections: Option<u32>,
+    /// Longest wait for a connection before a request that needs the database gets 503
+    /// (default 2s).
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tokens {
+    /// Password authenticators (`static`, `ldap`) accepted at `POST /auth/token`.
+    #[serde(default)]
+    pub authenticators: Vec<String>,
+    /// Lifetime of an issued token (default 1h, at most 24h).
+    pub ttl: Option<String>,
+    /// `iss` of issued tokens (default `hpcgate`).
+    pub issuer: Option<String>,
+    /// `aud` of issued tokens (default `hpcgate`).
+    pub audience: Option<String>,
+}
+
 /// The whole file. Each section is deserialized on its own so that one bad section does not
 /// hide the errors of the others.
 #[derive(Debug, Default)]
@@ -240,6 +296,8 @@ pub struct File {
     pub authorization: Authorization,
     pub audit: Audit,
     pub rate_limits: RateLimits,
+    pub database: Database,
+    pub tokens: Tokens,
     /// With each element's index in the file.
     pub listeners: Vec<(usize, Listener)>,
     pub pools: BTreeMap<String, Pool>,

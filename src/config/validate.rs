@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+mod keys;
+pub use keys::describe_url;
+
 use super::raw;
 use super::*;
 
@@ -69,6 +72,8 @@ const SECTIONS: &[&str] = &[
     "authorization",
     "audit",
     "rate_limits",
+    "database",
+    "tokens",
 ];
 
 impl Validator {
@@ -104,6 +109,8 @@ impl Validator {
                 }
                 "audit" => out.audit = self.section(&key, value).unwrap_or_default(),
                 "rate_limits" => out.rate_limits = self.section(&key, value).unwrap_or_default(),
+                "database" => out.database = self.section(&key, value).unwrap_or_default(),
+                "tokens" => out.tokens = self.section(&key, value).unwrap_or_default(),
                 "listeners" => out.listeners = self.list(&key, value),
                 "routes" => out.routes = self.list(&key, value),
                 "pools" => out.pools = self.map(&key, value),
@@ -259,6 +266,9 @@ impl Validator {
             }
         }
         let routes = self.routes(raw.routes, &pools, &authenticators);
+        let database = self.database(raw.database, &state_dir);
+        let tokens = self.tokens(raw.tokens);
+        self.cross_check_keys(&authenticators, &tokens);
         let policies = self.policies(&raw.authorization);
         let utc_offset = self.utc_offset(raw.authorization.utc_offset.as_deref());
         let redis_url = match raw.rate_limits.redis_url.as_deref() {
@@ -308,6 +318,8 @@ impl Validator {
             audit,
             redis_url,
             redis_timeout,
+            database,
+            tokens,
         }
     }
 
@@ -612,6 +624,9 @@ impl Validator {
         let key = format!("authenticators.{name}");
         Some(match a {
             raw::Authenticator::None => Authenticator::None,
+            a @ (raw::Authenticator::ApiKey { .. }
+            | raw::Authenticator::TrustedHeader { .. }
+            | raw::Authenticator::GatewayJwt { .. }) => return self.key_authenticator(&key, a),
             raw::Authenticator::Static {
                 users_file,
                 realm,
@@ -902,6 +917,10 @@ impl Validator {
                 Ok(p) if p == "/-" || p.starts_with("/-/") => self.err(
                     format!("{key}.path_prefix"),
                     "paths under /-/ are the gateway's own endpoints",
+                ),
+                Ok(p) if p == "/auth" || p.starts_with("/auth/") => self.err(
+                    format!("{key}.path_prefix"),
+                    "paths under /auth/ are the gateway's login and token endpoints",
                 ),
                 Ok(_) => {}
             }

@@ -133,6 +133,8 @@ pub struct Setup {
     pub policies_dir: Option<PathBuf>,
     /// More users of the `local` authenticator: (name, groups); password `<name>-pw`.
     pub extra_users: Vec<(String, Vec<String>)>,
+    /// Authenticators of `/-/whoami` and `/-/metrics` (default: `local`).
+    pub whoami: Vec<&'static str>,
 }
 
 pub fn bin() -> &'static str {
@@ -173,6 +175,11 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
         ),
         None => String::new(),
     };
+    let whoami = if setup.whoami.is_empty() {
+        vec!["local"]
+    } else {
+        setup.whoami.clone()
+    };
     let config = format!(
         "[server]\nstate_dir = \"state\"\ngrace_period = \"10s\"\n\n\
          [logging]\nlevel = \"info\"\nformat = \"json\"\n\n\
@@ -181,7 +188,7 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
          [[listeners]]\naddress = \"127.0.0.1:{plain_port}\"\n\n{v6_listener}\n\
          [authenticators.local]\ntype = \"static\"\nusers_file = \"users.toml\"\n\n\
          [authenticators.public]\ntype = \"none\"\n\n\
-         [gateway]\nauthenticators = [\"local\"]\n\n\
+         [gateway]\nauthenticators = {whoami:?}\n\n\
          [authorization]\nadmin_groups = [\"hpc-admins\"]\n{policies}\n\
          [audit]\npath = \"audit.log\"\n\n{}\n",
         setup.body

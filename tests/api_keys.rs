@@ -1,0 +1,391 @@
+//! API keys through the CLI and HTTP, on SQLite and on a real PostgreSQL
+//! (tests/servers/postgres.sh): create, use (Bearer and X-API-Key), scopes, expiry, and a
+//! revocation seen by a second gateway process on the same database within a second.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn body(up: &Recorder, db_url: &str) -> String {
+    format!(
+        "[database]\nurl = \"{db_url}\"\n\n\
+         [authenticators.keys]\ntype = \"api_key\"\n\n\
+         [pools.up]\nbackends = [\"http://{}\"]\n\n\
+         [[routes]]\nname = \"hpc\"\npath_prefix = \"/hpc\"\npool = \"up\"\n\
+         authenticators = [\"local\", \"keys\"]\n\n\
+         [[routes]]\nname = \"metrics\"\npath_prefix = \"/prom\"\npool = \"up\"\nkind = \"prometheus\"\n\
+         authenticators = [\"keys\"]\n",
+        up.addr
+    )
+}
+
+/// Runs `hpcgate apikey ARGS --config <gw's config>`; stdout on success.
+fn apikey(gw: &Gateway, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin())
+        .arg("apikey")
+        .args(args)
+        .arg("--config")
+        .arg(gw.dir.path().join("hpcgate.toml"))
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+async fn call(gw: &Gateway, path: &str, header: (&str, &str)) -> reqwest::Response {
+    gw.client(false)
+        .get(gw.url(path))
+        .header(header.0, header.1)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// The whole life of a key, against two gateways sharing `db_url`.
+async fn life_cycle(db_url: &str) {
+    let up = Recorder::start(Duration::ZERO).await;
+    let gw = Gateway::start(Setup {
+        body: body(&up, db_url),
+        whoami: vec!["local", "keys"],
+        ..Default::default()
+    })
+    .await;
+    let gw2 = Gateway::start(Setup {
+        body: body(&up, db_url),
+        ..Default::default()
+    })
+    .await;
+
+    // Create: the key is printed once, and has our shape and 256 bits of secret.
+    let key = apikey(
+        &gw,
+        &[
+            "create",
+            "--user",
+            "carol",
+            "--name",
+            "ci",
+            "--group",
+            "hpc-users",
+        ],
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert!(key.starts_with("hpcg_") && key.len() == 64, "{key}");
+
+    // Used as a Bearer token and as X-API-Key (any spelling), on both gateways.
+    for g in [&gw, &gw2] {
+        let r = call(g, "/hpc/a", ("authorization", &bearer(&key))).await;
+        assert_eq!(r.status(), 200);
+        let seen = up.last();
+        assert_eq!(seen.one("x-forwarded-user"), Some("carol"));
+        assert_eq!(seen.one("x-forwarded-groups"), Some("hpc-users"));
+        assert_eq!(
+            seen.one("authorization"),
+            None,
+            "the key never goes upstream"
+        );
+    }
+    let r = call(&gw, "/hpc/b", ("X_Api_Key", &key)).await;
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.one("x-forwarded-user"), Some("carol"));
+    assert!(
+        seen.headers
+            .iter()
+            .all(|(k, v)| !k.to_ascii_lowercase().contains("api") && !v.contains(&key)),
+        "the key never goes upstream: {:?}",
+        seen.headers
+    );
+    let who: serde_json::Value = call(&gw, "/-/whoami", ("x-api-key", &key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["data"]["user"], "carol");
+    assert_eq!(who["data"]["method"], "api_key");
+    assert_eq!(who["data"]["groups"], serde_json::json!(["hpc-users"]));
+
+    // A wrong secret with a real id, garbage, and a JWT-looking token.
+    let wrong = format!("{}{}", &key[..30], "x".repeat(34));
+    for bad in [wrong.as_str(), "hpcg_nonsense", "not-a-key"] {
+        let r = call(&gw, "/hpc/a", ("x-api-key", bad)).await;
+        expect_error(r, 401, "unauthorized").await;
+    }
+    let r = call(&gw, "/hpc/a", ("authorization", &bearer(&wrong))).await;
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    expect_error(r, 401, "unauthorized").await;
+
+    // Scopes: a key for prometheus routes only.
+    let scoped = apikey(
+        &gw,
+        &[
+            "create",
+            "--user",
+            "carol",
+            "--name",
+            "prom",
+            "--scope",
+            "prometheus",
+        ],
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert_eq!(
+        call(&gw, "/prom/q", ("x-api-key", &scoped)).await.status(),
+        200
+    );
+    let r = call(&gw, "/hpc/a", ("x-api-key", &scoped)).await;
+    let text = r.text().await.unwrap();
+    assert!(text.contains("limited to prometheus"), "{text}");
+    // An unknown scope is refused at creation, naming the routes.
+    let e = apikey(
+        &gw,
+        &[
+            "create", "--user", "carol", "--name", "x", "--scope", "slurm",
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("--scope `slurm`") && e.contains("hpc, metrics"),
+        "{e}"
+    );
+    // The same live name twice is refused.
+    let e = apikey(&gw, &["create", "--user", "carol", "--name", "ci"]).unwrap_err();
+    assert!(e.contains("already has a live key named `ci`"), "{e}");
+
+    // List: no secrets, last use recorded.
+    let list: serde_json::Value =
+        serde_json::from_str(&apikey(&gw, &["list", "--user", "carol", "--json"]).unwrap())
+            .unwrap();
+    let keys = list.as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let listed = serde_json::to_string(&list).unwrap();
+    assert!(
+        !listed.contains(&key[20..]) && !listed.contains("hash"),
+        "{listed}"
+    );
+    let ci = keys.iter().find(|k| k["name"] == "ci").unwrap();
+    let id = ci["id"].as_str().unwrap().to_string();
+    assert!(key.contains(&id));
+    assert!(ci["last_used_at"].as_i64().is_some(), "{ci}");
+    assert!(ci["expires_at"].as_i64().unwrap() > ci["created_at"].as_i64().unwrap() + 89 * 86400);
+
+    // Revoke: both gateways refuse the key within a second of the command.
+    apikey(&gw, &["revoke", &id]).unwrap();
+    let revoked_at = Instant::now();
+    for g in [&gw, &gw2] {
+        loop {
+            let r = call(g, "/hpc/a", ("authorization", &bearer(&key))).await;
+            if r.status() == 401 {
+                assert!(r.text().await.unwrap().contains("revoked"));
+                break;
+            }
+            assert_eq!(r.status(), 200);
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(1),
+                "a revoked key still works after a second"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(revoked_at.elapsed() < Duration::from_secs(1));
+    let e = apikey(&gw, &["revoke", &id]).unwrap_err();
+    assert!(e.contains("no live key"), "{e}");
+    // The name is free again.
+    apikey(&gw, &["create", "--user", "carol", "--name", "ci"]).unwrap();
+
+    // Expired: written straight into the database, a minute in the past.
+    let cfg = hpcgate::config::load(&gw.dir.path().join("hpcgate.toml")).unwrap();
+    let db = hpcgate::store::Db::open(&cfg.database).await.unwrap();
+    let old = db
+        .create_key(&hpcgate::store::api_keys::KeyRequest {
+            owner: "carol",
+            name: "old",
+            groups: &[],
+            scopes: &[],
+            expires_at: Some(hpcgate::store::now() - 60),
+        })
+        .await
+        .unwrap();
+    db.close().await;
+    let r = call(&gw2, "/hpc/a", ("x-api-key", &old.token)).await;
+    assert!(r.text().await.unwrap().contains("expired"));
+}
+
+#[tokio::test]
+async fn api_keys_on_sqlite_shared_by_two_gateways() {
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/keys.db", shared.path().display());
+    life_cycle(&url).await;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(shared.path().join("keys.db"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the key database is private");
+}
+
+#[tokio::test]
+async fn api_keys_on_postgresql_shared_by_two_gateways() {
+    let pg = RealServer::start("postgres");
+    life_cycle(pg.get("DATABASE_URL")).await;
+}
+
+#[tokio::test]
+async fn database_down_means_503_and_no_key_is_trusted() {
+    let pg = RealServer::start("postgres");
+    let up = Recorder::start(Duration::ZERO).await;
+    let url = format!("{}?connect_timeout=1", pg.get("DATABASE_URL"));
+    let mut body = body(&up, &url);
+    body = body.replace("[database]\n", "[database]\ntimeout = \"1s\"\n");
+    let gw = Gateway::start(Setup {
+        body,
+        ..Default::default()
+    })
+    .await;
+    let key = apikey(&gw, &["create", "--user", "carol", "--name", "ci"])
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(call(&gw, "/hpc/a", ("x-api-key", &key)).await.status(), 200);
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = Instant::now();
+    let r = call(&gw, "/hpc/a", ("x-api-key", &key)).await;
+    expect_error(r, 503, "unavailable").await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Password users on the same route are unaffected.
+    let r = gw
+        .client(false)
+        .get(gw.url("/hpc/a"))
+        .header("authorization", basic("alice", ALICE_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn grafana_acts_for_a_user_and_nobody_else_can() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/keys.db", shared.path().display());
+    let body = format!(
+        "[database]\nurl = \"{url}\"\n\n\
+         [authenticators.keys]\ntype = \"api_key\"\n\n\
+         [authenticators.grafana]\ntype = \"trusted_header\"\nauthenticator = \"keys\"\n\
+         services = [\"grafana\"]\n\n\
+         [authenticators.portal]\ntype = \"trusted_header\"\nauthenticator = \"keys\"\n\
+         services = [\"portal\"]\nheader = \"X-Portal-User\"\nsource_networks = [\"10.0.0.0/8\"]\n\n\
+         [pools.up]\nbackends = [\"http://{}\"]\n\n\
+         [[routes]]\nname = \"tsdb\"\npath_prefix = \"/tsdb\"\npool = \"up\"\n\
+         authenticators = [\"grafana\"]\nidentity_headers = {{ user = \"X-Forwarded-User\" }}\n\n\
+         [[routes]]\nname = \"portal\"\npath_prefix = \"/portal\"\npool = \"up\"\n\
+         authenticators = [\"portal\"]\n",
+        up.addr
+    );
+    let gw = Gateway::start(Setup {
+        body,
+        whoami: vec!["grafana"],
+        ..Default::default()
+    })
+    .await;
+    let grafana = apikey(
+        &gw,
+        &["create", "--user", "grafana", "--name", "datasource"],
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let alice = apikey(&gw, &["create", "--user", "alice", "--name", "own"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let portal = apikey(&gw, &["create", "--user", "portal", "--name", "web"])
+        .unwrap()
+        .trim()
+        .to_string();
+    let send = |path: &str, key: &str, user_header: (&str, &str)| {
+        gw.client(false)
+            .get(gw.url(path))
+            .header("x-api-key", key)
+            .header(user_header.0, user_header.1)
+            .send()
+    };
+
+    // Grafana's key + X-Grafana-User: bob → bob, via grafana.
+    let r = send("/tsdb/api/v1/query", &grafana, ("X-Grafana-User", "bob"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.one("x-forwarded-user"), Some("bob"));
+    assert_eq!(
+        seen.one("x-grafana-user"),
+        None,
+        "the header is consumed, not passed on"
+    );
+    let who: serde_json::Value = send("/-/whoami", &grafana, ("x_grafana_user", "bob"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["data"]["user"], "bob");
+    assert_eq!(who["data"]["via"], "grafana");
+    assert_eq!(who["data"]["method"], "trusted_header");
+    assert_eq!(who["data"]["groups"], serde_json::json!([]));
+    let audit = gw.audit();
+    let last = audit.iter().rev().find(|a| a["route"] == "tsdb").unwrap();
+    assert_eq!(last["user"], "bob", "{last}");
+    assert_eq!(last["via"], "grafana", "{last}");
+
+    // Without the header, Grafana is itself.
+    send("/tsdb/x", &grafana, ("x-other", "1")).await.unwrap();
+    assert_eq!(up.last().one("x-forwarded-user"), Some("grafana"));
+
+    // Alice's own key with the same header: ignored, she stays alice.
+    let r = send("/tsdb/x", &alice, ("X-Grafana-User", "bob"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().one("x-forwarded-user"), Some("alice"));
+    // No key at all: the header alone proves nothing.
+    let r = gw
+        .client(false)
+        .get(gw.url("/tsdb/x"))
+        .header("X-Grafana-User", "alice")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    // A bad name is refused, not passed on.
+    let r = send("/tsdb/x", &grafana, ("X-Grafana-User", "bob)(uid=*"))
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+
+    // A trusted service outside its networks may not act for anyone.
+    let r = send("/portal/x", &portal, ("X-Portal-User", "bob"))
+        .await
+        .unwrap();
+    expect_error(r, 403, "forbidden").await;
+}
