@@ -74,7 +74,7 @@ fn the_reference_config_is_valid() {
     );
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains(": OK (3 listeners, 3 pools, 3 authenticators")
+            .contains(": OK (3 listeners, 3 pools, 6 authenticators")
     );
 }
 

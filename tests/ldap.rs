@@ -185,3 +185,48 @@ async fn a_directory_that_is_down_or_silent_gets_503_never_200() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn directory_users_get_a_gateway_token_with_their_groups() {
+    let ldap = RealServer::start("slapd");
+    let up = Recorder::start(Duration::ZERO).await;
+    let body = ldap_body(&ldap, ldap.get("LDAP_URL"), &up, "")
+        .replace(
+            "authenticators = [\"directory\"]",
+            "authenticators = [\"tokens\"]",
+        )
+        + "[authenticators.tokens]\ntype = \"gateway_jwt\"\n\
+           [tokens]\nauthenticators = [\"directory\"]\n";
+    let gw = Gateway::start(Setup {
+        body,
+        ..Default::default()
+    })
+    .await;
+    let post = |user: &str, pw: &str| {
+        gw.client(false)
+            .post(gw.url("/auth/token"))
+            .header("authorization", basic(user, pw))
+            .send()
+    };
+    let r = post("alice", ldap.get("ALICE_PASSWORD")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let token = v["access_token"].as_str().unwrap();
+    let r = gw
+        .client(false)
+        .get(gw.url("/hpc/x"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.one("x-forwarded-user"), Some("alice"));
+    let groups = seen.one("x-forwarded-groups").unwrap();
+    assert!(groups.split(',').any(|g| g == "hpc-admins"), "{groups}");
+    let r = post("alice", "wrong").await.unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    // Basic credentials are not accepted on the token-only route.
+    let r = get(&gw, "alice", ldap.get("ALICE_PASSWORD")).await;
+    expect_error(r, 401, "unauthorized").await;
+}
