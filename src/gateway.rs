@@ -139,6 +139,10 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     snap.sanitizer
         .check(session.req_header(), http2, raw_headers.as_deref())?;
     let stripped = snap.sanitizer.strip(session.req_header_mut());
+    let client_cert = session
+        .digest()
+        .and_then(|d| d.ssl_digest.clone())
+        .filter(|s| s.cert_digest.len() == 32);
     ctx.host = request_host(session.req_header());
     ctx.raw_host = raw_host(session.req_header());
     let path = session.req_header().uri.path().to_string();
@@ -146,6 +150,7 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         headers: &session.req_header().headers,
         client: ctx.client,
         stripped: &stripped,
+        client_cert_sha256: client_cert.as_ref().map(|s| s.cert_digest.as_slice()),
     };
 
     if crate::endpoints::owns(&path) {

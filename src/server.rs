@@ -193,6 +193,9 @@ pub fn run(
                 let mut tls = TlsSettings::intermediate("", "")
                     .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
                 tls.set_cert_resolver(Arc::new(CertStore::new(files.loaded.clone())));
+                if let Some(cas) = &l.client_ca {
+                    tls.set_client_cert_verifier(client_verifier(cas)?);
+                }
                 if l.http2 {
                     tls.enable_h2();
                 }
@@ -224,6 +227,26 @@ pub fn run(
         shutdown_signal: Box::new(crate::shutdown::Signals),
     });
     Ok(())
+}
+
+/// Asks clients for a certificate from these CAs; clients without one are let in (to be
+/// authenticated some other way), clients with a bad one are refused in the handshake.
+fn client_verifier(
+    cas: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(ca.clone())
+            .map_err(|e| format!("client_ca: {e}"))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| format!("client_ca: {e}"))
 }
 
 /// A boxed background service (pingora wants a concrete type).

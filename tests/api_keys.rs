@@ -47,6 +47,17 @@ async fn call(gw: &Gateway, path: &str, header: (&str, &str)) -> reqwest::Respon
         .unwrap()
 }
 
+/// The newest audit record of `route` (the audit writer is asynchronous: wait a little).
+async fn last_audit(gw: &Gateway, route: &str) -> serde_json::Value {
+    for _ in 0..40 {
+        if let Some(a) = gw.audit().into_iter().rev().find(|a| a["route"] == route) {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no audit record for route {route}");
+}
+
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
@@ -353,8 +364,7 @@ async fn grafana_acts_for_a_user_and_nobody_else_can() {
     assert_eq!(who["data"]["via"], "grafana");
     assert_eq!(who["data"]["method"], "trusted_header");
     assert_eq!(who["data"]["groups"], serde_json::json!([]));
-    let audit = gw.audit();
-    let last = audit.iter().rev().find(|a| a["route"] == "tsdb").unwrap();
+    let last = last_audit(&gw, "tsdb").await;
     assert_eq!(last["user"], "bob", "{last}");
     assert_eq!(last["via"], "grafana", "{last}");
 
@@ -388,4 +398,99 @@ async fn grafana_acts_for_a_user_and_nobody_else_can() {
         .await
         .unwrap();
     expect_error(r, 403, "forbidden").await;
+}
+
+/// A client CA and two certificates it signed: (CA PEM, grafana's PEM identity and
+/// fingerprint, another service's PEM identity).
+fn client_certs() -> (String, (String, String), String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf = |cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![format!("{cn}.example.org")]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &ca).unwrap();
+        let fp =
+            sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(cert.der()));
+        let fp = fp
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        (format!("{}{}", cert.pem(), key.serialize_pem()), fp)
+    };
+    let (grafana, fp) = leaf("grafana");
+    let (other, _) = leaf("someone");
+    (ca.pem(), (grafana, fp), other)
+}
+
+#[tokio::test]
+async fn grafana_proves_itself_with_a_pinned_client_certificate() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let (ca, (grafana, fingerprint), other) = client_certs();
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::write(certs.path().join("clients-ca.pem"), ca).unwrap();
+    let body = format!(
+        "[authenticators.services]\ntype = \"client_cert\"\n\
+         certificates = {{ grafana = \"{fingerprint}\" }}\n\n\
+         [authenticators.grafana]\ntype = \"trusted_header\"\nauthenticator = \"services\"\n\
+         services = [\"grafana\"]\nsource_networks = [\"127.0.0.1\"]\n\n\
+         [pools.up]\nbackends = [\"http://{}\"]\n\n\
+         [[routes]]\nname = \"tsdb\"\npath_prefix = \"/tsdb\"\npool = \"up\"\n\
+         authenticators = [\"grafana\", \"local\"]\n",
+        up.addr
+    );
+    let gw = Gateway::start(Setup {
+        body,
+        tls_listener_extra: format!(
+            "client_ca = \"{}\"",
+            certs.path().join("clients-ca.pem").display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let with_cert = |pem: &str| {
+        gw.client_with(
+            false,
+            Some(reqwest::Identity::from_pem(pem.as_bytes()).unwrap()),
+        )
+    };
+
+    // Grafana's certificate + X-Grafana-User: bob → bob via grafana.
+    let r = with_cert(&grafana)
+        .get(gw.url("/tsdb/q"))
+        .header("x-grafana-user", "bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().one("x-forwarded-user"), Some("bob"));
+    let last = last_audit(&gw, "tsdb").await;
+    assert_eq!(
+        (last["user"].as_str(), last["via"].as_str()),
+        (Some("bob"), Some("grafana"))
+    );
+
+    // Another certificate from the same CA is not pinned: the header proves nothing.
+    let r = with_cert(&other)
+        .get(gw.url("/tsdb/q"))
+        .header("x-grafana-user", "bob")
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    // Without a certificate the listener still serves password users.
+    let r = gw
+        .client(false)
+        .get(gw.url("/tsdb/q"))
+        .header("authorization", basic("alice", ALICE_PW))
+        .header("x-grafana-user", "bob")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().one("x-forwarded-user"), Some("alice"));
 }

@@ -74,7 +74,7 @@ fn the_reference_config_is_valid() {
     );
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains(": OK (3 listeners, 3 pools, 6 authenticators")
+            .contains(": OK (3 listeners, 3 pools, 7 authenticators")
     );
 }
 
@@ -172,13 +172,22 @@ async fn the_embedded_demo_answers_whoami_over_ipv4_and_ipv6() {
     }
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("demo.log");
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .arg("serve")
         .current_dir(dir.path())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped even when an assertion fails, so the next run finds port 8443 free.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
     let state = dir.path().join("hpcgate-demo");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log)
@@ -230,15 +239,25 @@ async fn the_embedded_demo_answers_whoami_over_ipv4_and_ipv6() {
         urls.push("https://[::1]:8443/-/whoami");
     }
     for url in urls {
-        let v: serde_json::Value = client
-            .get(url)
-            .basic_auth("alice", Some(&alice_pw))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{url}: {e}"))
-            .json()
-            .await
-            .unwrap();
+        // The banner comes as the listeners open: allow them a moment.
+        let mut tries = 0;
+        let resp = loop {
+            match client
+                .get(url)
+                .basic_auth("alice", Some(&alice_pw))
+                .send()
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{url}: {e}"),
+            }
+        };
+        let v: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(v["data"]["user"], "alice", "{url}");
         assert!(
             v["data"]["groups"]
@@ -263,12 +282,12 @@ async fn the_embedded_demo_answers_whoami_over_ipv4_and_ipv6() {
     assert!(v["headers"].get("authorization").is_none());
 
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     let start = Instant::now();
     loop {
-        if child.try_wait().unwrap().is_some() {
+        if child.0.try_wait().unwrap().is_some() {
             break;
         }
         assert!(

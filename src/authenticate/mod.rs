@@ -8,6 +8,7 @@
 //! authentication step at all.
 
 pub mod api_key;
+pub mod client_cert;
 pub mod gateway_jwt;
 mod identity;
 pub mod ldap;
@@ -34,6 +35,8 @@ pub struct RequestInfo<'a> {
     /// The identity headers the sanitizer removed (normalised names): only `trusted_header`
     /// reads them, and only for a proven trusted service.
     pub stripped: &'a http::HeaderMap,
+    /// SHA-256 of the TLS client certificate, when the client presented one.
+    pub client_cert_sha256: Option<&'a [u8]>,
 }
 
 /// An authenticator's verdict on one request.
@@ -166,6 +169,9 @@ impl Authenticators {
                         audience,
                     )))
                 }
+                config::Authenticator::ClientCert { certificates } => Some(Arc::new(
+                    client_cert::ClientCertAuth::new(name, certificates.clone()),
+                )),
                 config::Authenticator::TrustedHeader(_) => continue,
             };
             by_name.insert(name.clone(), built);

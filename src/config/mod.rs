@@ -109,6 +109,8 @@ pub struct Listener {
     pub address: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub http2: bool,
+    /// CAs whose client certificates the listener asks for (optional for clients).
+    pub client_ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +176,10 @@ pub enum Authenticator {
         cache_ttl: Duration,
     },
     TrustedHeader(TrustedHeader),
+    /// Service name → SHA-256 of its certificate (DER).
+    ClientCert {
+        certificates: BTreeMap<String, [u8; 32]>,
+    },
     GatewayJwt {
         /// `None`: `[tokens] audience`.
         audience: Option<String>,
@@ -189,6 +195,7 @@ impl Authenticator {
             Authenticator::Ldap(_) => "ldap",
             Authenticator::ApiKey { .. } => "api_key",
             Authenticator::TrustedHeader(_) => "trusted_header",
+            Authenticator::ClientCert { .. } => "client_cert",
             Authenticator::GatewayJwt { .. } => "gateway_jwt",
         }
     }

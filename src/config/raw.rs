@@ -46,6 +46,9 @@ pub struct Listener {
     /// Plain HTTP on a non-loopback address is refused unless this is true.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// PEM CA bundle: ask clients for a certificate signed by it (optional for clients;
+    /// a `client_cert` authenticator maps pinned certificates to services).
+    pub client_ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +152,13 @@ pub enum Authenticator {
         /// Only from these networks (CIDR); default: anywhere.
         #[serde(default)]
         source_networks: Vec<String>,
+    },
+    /// Services proven by a TLS client certificate (on a listener with `client_ca`), pinned
+    /// by the SHA-256 fingerprint of the certificate.
+    ClientCert {
+        /// Service name → fingerprint, as `openssl x509 -noout -fingerprint -sha256` prints it
+        /// (colons and case do not matter).
+        certificates: BTreeMap<String, String>,
     },
     /// Tokens issued by this gateway at `POST /auth/token` (see `[tokens]`).
     GatewayJwt {

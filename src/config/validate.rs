@@ -265,6 +265,16 @@ impl Validator {
                 );
             }
         }
+        if !listeners.iter().any(|l| l.client_ca.is_some())
+            && let Some((name, _)) = authenticators
+                .iter()
+                .find(|(_, a)| matches!(a, Authenticator::ClientCert { .. }))
+        {
+            self.err(
+                format!("authenticators.{name}"),
+                "client_cert needs a listener with client_ca, or no client ever shows a certificate",
+            );
+        }
         let routes = self.routes(raw.routes, &pools, &authenticators);
         let database = self.database(raw.database, &state_dir);
         let tokens = self.tokens(raw.tokens);
@@ -518,10 +528,30 @@ impl Validator {
                     None
                 }
             };
+            let client_ca = match (l.client_ca, &tls) {
+                (None, _) => None,
+                (Some(_), None) => {
+                    self.err(
+                        format!("{key}.client_ca"),
+                        "client certificates need a TLS listener (tls_cert and tls_key)",
+                    );
+                    None
+                }
+                (Some(ca), Some(_)) => {
+                    match crate::tls::read_pem_certs(&resolve_path(&self.base, &ca), "CA file") {
+                        Ok(certs) => Some(certs),
+                        Err(e) => {
+                            self.err(format!("{key}.client_ca"), e);
+                            None
+                        }
+                    }
+                }
+            };
             out.push(Listener {
                 address,
                 tls,
                 http2: l.http2.unwrap_or(true),
+                client_ca,
             });
         }
         out
@@ -626,6 +656,7 @@ impl Validator {
             raw::Authenticator::None => Authenticator::None,
             a @ (raw::Authenticator::ApiKey { .. }
             | raw::Authenticator::TrustedHeader { .. }
+            | raw::Authenticator::ClientCert { .. }
             | raw::Authenticator::GatewayJwt { .. }) => return self.key_authenticator(&key, a),
             raw::Authenticator::Static {
                 users_file,

@@ -135,6 +135,8 @@ pub struct Setup {
     pub extra_users: Vec<(String, Vec<String>)>,
     /// Authenticators of `/-/whoami` and `/-/metrics` (default: `local`).
     pub whoami: Vec<&'static str>,
+    /// More keys for the IPv4 TLS listener (e.g. `client_ca = "…"`).
+    pub tls_listener_extra: String,
 }
 
 pub fn bin() -> &'static str {
@@ -184,14 +186,14 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
         "[server]\nstate_dir = \"state\"\ngrace_period = \"10s\"\n\n\
          [logging]\nlevel = \"info\"\nformat = \"json\"\n\n\
          [[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls_cert = \"server.pem\"\n\
-         tls_key = \"server-key.pem\"\n\n\
+         tls_key = \"server-key.pem\"\n{}\n\n\
          [[listeners]]\naddress = \"127.0.0.1:{plain_port}\"\n\n{v6_listener}\n\
          [authenticators.local]\ntype = \"static\"\nusers_file = \"users.toml\"\n\n\
          [authenticators.public]\ntype = \"none\"\n\n\
          [gateway]\nauthenticators = {whoami:?}\n\n\
          [authorization]\nadmin_groups = [\"hpc-admins\"]\n{policies}\n\
          [audit]\npath = \"audit.log\"\n\n{}\n",
-        setup.body
+        setup.tls_listener_extra, setup.body
     );
     std::fs::write(dir.join("hpcgate.toml"), config).unwrap();
 }
@@ -279,6 +281,11 @@ impl Gateway {
 
     /// A client that trusts the test CA; `h2`: HTTP/2 only via ALPN, else HTTP/1.1 only.
     pub fn client(&self, h2: bool) -> reqwest::Client {
+        self.client_with(h2, None)
+    }
+
+    /// [`Gateway::client`], showing a TLS client certificate (PEM: certificate, then key).
+    pub fn client_with(&self, h2: bool, identity: Option<reqwest::Identity>) -> reqwest::Client {
         let ca =
             reqwest::Certificate::from_pem(&std::fs::read(self.dir.path().join("ca.pem")).unwrap())
                 .unwrap();
@@ -286,6 +293,10 @@ impl Gateway {
             .add_root_certificate(ca)
             .tls_built_in_root_certs(false)
             .timeout(Duration::from_secs(30));
+        let b = match identity {
+            Some(id) => b.identity(id),
+            None => b,
+        };
         let b = if h2 {
             b.http2_prior_knowledge()
         } else {

@@ -128,6 +128,35 @@ impl Validator {
                     source_networks: nets,
                 })
             }
+            raw::Authenticator::ClientCert { certificates } => {
+                if certificates.is_empty() {
+                    self.err(
+                        format!("{key}.certificates"),
+                        "pin at least one certificate",
+                    );
+                }
+                let mut pinned = BTreeMap::new();
+                for (service, fp) in certificates {
+                    if !crate::authenticate::static_users::valid_user_name(&service) {
+                        self.err(
+                            format!("{key}.certificates.{service}"),
+                            "the service name must be a valid user name",
+                        );
+                    }
+                    match parse_fingerprint(&fp) {
+                        Some(d) => {
+                            pinned.insert(service, d);
+                        }
+                        None => self.err(
+                            format!("{key}.certificates.{service}"),
+                            "not a SHA-256 fingerprint (64 hex digits, colons allowed)",
+                        ),
+                    }
+                }
+                Authenticator::ClientCert {
+                    certificates: pinned,
+                }
+            }
             _ => return None,
         })
     }
@@ -171,6 +200,20 @@ impl Validator {
             }
         }
     }
+}
+
+/// `AB:CD:…` or `abcd…` (SHA-256, 32 bytes).
+fn parse_fingerprint(fp: &str) -> Option<[u8; 32]> {
+    let hex: String = fp.chars().filter(|c| *c != ':').collect();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(&hex).to_string();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// The database URL a config uses, for messages: the scheme and host only.
