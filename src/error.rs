@@ -20,6 +20,8 @@ pub enum Rejection {
     NotFound(String),
     /// 405: the gateway's own endpoint does not take this method.
     MethodNotAllowed(String),
+    /// 413: a body the gateway must read (to enforce on it) is too large.
+    TooLarge(String),
     /// 429: too many attempts or requests; `retry_after` in seconds.
     TooManyRequests { reason: String, retry_after: u64 },
     /// 502: the upstream refused the connection or broke the protocol.
@@ -48,6 +50,7 @@ impl Rejection {
             Rejection::Forbidden(_) => 403,
             Rejection::NotFound(_) => 404,
             Rejection::MethodNotAllowed(_) => 405,
+            Rejection::TooLarge(_) => 413,
             Rejection::TooManyRequests { .. } => 429,
             Rejection::BadGateway(_) => 502,
             Rejection::Unavailable(_) => 503,
@@ -64,6 +67,7 @@ impl Rejection {
             Rejection::Forbidden(_) => "forbidden",
             Rejection::NotFound(_) => "not_found",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
+            Rejection::TooLarge(_) => "payload_too_large",
             Rejection::TooManyRequests { .. } => "too_many_requests",
             Rejection::BadGateway(_) => "bad_gateway",
             Rejection::Unavailable(_) => "unavailable",
@@ -80,6 +84,7 @@ impl Rejection {
             | Rejection::Forbidden(m)
             | Rejection::NotFound(m)
             | Rejection::MethodNotAllowed(m)
+            | Rejection::TooLarge(m)
             | Rejection::BadGateway(m)
             | Rejection::Unavailable(m)
             | Rejection::GatewayTimeout(m) => m,

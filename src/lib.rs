@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod endpoints;
+pub mod enforce;
 pub mod error;
 pub mod gateway;
 pub mod rewrite;

@@ -257,6 +257,7 @@ pub struct Route {
     pub preserve_host: bool,
     /// Normalised like `path_prefix`.
     pub admin_paths: Vec<String>,
+    pub promql: crate::enforce::prometheus::PromqlMode,
 }
 
 /// Header names (lower case) the rewrite step writes for a route; `None` writes nothing.

@@ -204,6 +204,17 @@ pub struct Route {
     /// `admin` action in policies rather than `read`/`write`.
     #[serde(default)]
     pub admin_paths: Vec<String>,
+    /// PromQL enforcement on `prometheus` routes (default: `label` mode on `user`).
+    pub promql: Option<Promql>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promql {
+    /// `label`: every selector gets `<label>="<user>"`; `off`: users read everything.
+    pub mode: String,
+    /// The label naming a series' owner (default `user`).
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -333,6 +333,54 @@ impl Validator {
         }
     }
 
+    fn promql(
+        &mut self,
+        key: &str,
+        kind: RouteKind,
+        raw: Option<raw::Promql>,
+    ) -> crate::enforce::prometheus::PromqlMode {
+        use crate::enforce::prometheus::PromqlMode;
+        let Some(p) = raw else {
+            return match kind {
+                RouteKind::Prometheus => PromqlMode::Label {
+                    label: "user".into(),
+                },
+                _ => PromqlMode::Off,
+            };
+        };
+        if kind != RouteKind::Prometheus {
+            self.err(
+                format!("{key}.promql"),
+                "only for routes of kind prometheus",
+            );
+            return PromqlMode::Off;
+        }
+        let label = p.label.unwrap_or_else(|| "user".into());
+        let valid_label = label
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !label.starts_with("__");
+        if !valid_label {
+            self.err(
+                format!("{key}.promql.label"),
+                format!("`{label}` is not a Prometheus label name"),
+            );
+        }
+        match p.mode.as_str() {
+            "label" => PromqlMode::Label { label },
+            "off" => PromqlMode::Off,
+            other => {
+                self.err(
+                    format!("{key}.promql.mode"),
+                    format!("unknown mode `{other}`; expected label or off"),
+                );
+                PromqlMode::Off
+            }
+        }
+    }
+
     fn identity_headers(
         &mut self,
         key: &str,
@@ -996,6 +1044,7 @@ impl Validator {
                     Err(reason) => self.err(format!("{key}.admin_paths[{j}]"), reason),
                 }
             }
+            let promql = self.promql(&key, kind, r.promql);
             let identity_headers = self.identity_headers(&key, kind, r.identity_headers);
             let rate_limit = self.rate_limit(&key, r.rate_limit);
             let Ok(path_prefix) = prefix else { continue };
@@ -1034,6 +1083,7 @@ impl Validator {
                 rate_limit,
                 preserve_host: r.preserve_host,
                 admin_paths,
+                promql,
             });
         }
         out

@@ -392,6 +392,8 @@ pub async fn expect_error(r: reqwest::Response, want_status: u16, want_type: &st
 /// A real server started by one of the scripts in `tests/servers/`, stopped on drop.
 pub struct RealServer {
     script: String,
+    /// Arguments after `start DIR` / `stop DIR` (e.g. a Prometheus instance's name).
+    args: Vec<String>,
     pub dir: tempfile::TempDir,
     pub env: std::collections::HashMap<String, String>,
 }
@@ -400,6 +402,11 @@ impl RealServer {
     /// Starts `tests/servers/<name>.sh` in a fresh directory. A server that cannot start is a
     /// test failure, never a skip: `tests/run` installs every server first.
     pub fn start(name: &str) -> RealServer {
+        Self::start_with(name, &[])
+    }
+
+    /// [`RealServer::start`] with extra arguments for `start` and `stop`.
+    pub fn start_with(name: &str, args: &[&str]) -> RealServer {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hpcgate-{name}-"))
             .tempdir_in("/tmp")
@@ -409,6 +416,7 @@ impl RealServer {
             .arg(&script)
             .arg("start")
             .arg(dir.path())
+            .args(args)
             .output()
             .unwrap();
         assert!(
@@ -423,7 +431,12 @@ impl RealServer {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.trim_matches(['\'', '"']).to_string()))
             .collect();
-        RealServer { script, dir, env }
+        RealServer {
+            script,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            dir,
+            env,
+        }
     }
 
     pub fn get(&self, key: &str) -> &str {
@@ -437,6 +450,7 @@ impl RealServer {
             .arg(&self.script)
             .arg("stop")
             .arg(self.dir.path())
+            .args(&self.args)
             .output();
     }
 }

@@ -1,0 +1,225 @@
+//! The Prometheus HTTP API behind a `prometheus` route: which endpoints a user may call, and
+//! PromQL enforcement of their parameters (`query`, `match[]`), in the URL and in POST form
+//! bodies (Grafana sends POST).
+//!
+//! Admins (policy `admin_groups`) pass unchanged. Everyone else may call the read API only;
+//! a `query` given twice (URL and body, or twice in one) is refused rather than guessed at,
+//! since Prometheus and the gateway might not pick the same one; label listings without a
+//! `match[]` get the user's own, so they cannot enumerate other users' values.
+
+use bytes::Bytes;
+
+use super::promql::{Enforced, Refusal, enforce_query, enforce_selector};
+use crate::error::Rejection;
+
+/// Largest POST form the gateway reads to enforce (Prometheus queries are far smaller).
+pub const MAX_FORM_BYTES: usize = 60 * 1024;
+
+/// How a route confines PromQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PromqlMode {
+    /// Everyone reads everything (explicitly configured).
+    Off,
+    /// Every selector gets `<label>="<user>"`.
+    Label { label: String },
+}
+
+/// What parameters of an endpoint read data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Params {
+    /// `query`: one PromQL expression.
+    Query,
+    /// `match[]`: series selectors, required by the gateway (added if missing).
+    Match,
+    /// Reads no series.
+    Free,
+}
+
+fn endpoint(rel: &str) -> Option<Params> {
+    Some(match rel {
+        "/api/v1/query"
+        | "/api/v1/query_range"
+        | "/api/v1/query_exemplars"
+        | "/api/v1/format_query" => Params::Query,
+        "/api/v1/series" | "/api/v1/labels" => Params::Match,
+        "/api/v1/metadata" | "/api/v1/status/buildinfo" => Params::Free,
+        _ => {
+            let name = rel
+                .strip_prefix("/api/v1/label/")?
+                .strip_suffix("/values")?;
+            if name.is_empty() || name.contains('/') {
+                return None;
+            }
+            Params::Match
+        }
+    })
+}
+
+fn refusal(r: Refusal) -> Rejection {
+    match r {
+        Refusal::Invalid(m) => Rejection::BadRequest(format!("invalid PromQL: {m}")),
+        Refusal::Forbidden(m) => Rejection::Forbidden(m),
+    }
+}
+
+fn parse_form(bytes: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(bytes).into_owned().collect()
+}
+
+fn encode_form(params: &[(String, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish()
+}
+
+/// Rewrites the data-reading parameters of one parameter list.
+fn rewrite(
+    params: &mut [(String, String)],
+    kind: Params,
+    e: &Enforced<'_>,
+) -> Result<(), Rejection> {
+    for (k, v) in params.iter_mut() {
+        match (kind, k.as_str()) {
+            (Params::Query, "query") => *v = enforce_query(v, e).map_err(refusal)?,
+            (Params::Match, "match[]") => *v = enforce_selector(v, e).map_err(refusal)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The request as it must go upstream.
+pub struct Plan {
+    /// The new query string (without `?`), when it changed.
+    pub query: Option<String>,
+    /// The new form body, when there was one.
+    pub body: Option<Bytes>,
+}
+
+/// Checks and rewrites one request. `rel` is the path below the route's prefix, `query` the
+/// URL's query string, `body` the POST form (already read, at most [`MAX_FORM_BYTES`]);
+/// `user` is `None` for admins.
+pub fn enforce(
+    mode: &PromqlMode,
+    rel: &str,
+    method: &http::Method,
+    query: Option<&str>,
+    body: Option<&[u8]>,
+    user: Option<&str>,
+) -> Result<Plan, Rejection> {
+    let unchanged = Plan {
+        query: None,
+        body: None,
+    };
+    let (PromqlMode::Label { label }, Some(user)) = (mode, user) else {
+        return Ok(unchanged);
+    };
+    let Some(kind) = endpoint(rel) else {
+        return Err(Rejection::Forbidden(format!(
+            "{rel} is not part of the Prometheus read API open to users (query, query_range, \
+             series, labels, label values, query_exemplars, metadata, format_query, buildinfo)"
+        )));
+    };
+    if !matches!(
+        *method,
+        http::Method::GET | http::Method::POST | http::Method::HEAD
+    ) {
+        return Err(Rejection::Forbidden(format!(
+            "{method} is not allowed on the Prometheus read API"
+        )));
+    }
+    let e = Enforced { label, value: user };
+    let mut url_params = parse_form(query.unwrap_or("").as_bytes());
+    let mut body_params = body.map(parse_form);
+    let all = || {
+        url_params
+            .iter()
+            .chain(body_params.iter().flatten())
+            .map(|(k, _)| k.as_str())
+    };
+    if kind == Params::Query && all().filter(|k| *k == "query").count() > 1 {
+        return Err(Rejection::BadRequest(
+            "`query` is given more than once; send it once".into(),
+        ));
+    }
+    let needs_match = kind == Params::Match && !all().any(|k| k == "match[]");
+    rewrite(&mut url_params, kind, &e)?;
+    if let Some(b) = body_params.as_mut() {
+        rewrite(b, kind, &e)?;
+    }
+    if needs_match {
+        let own = enforce_selector(&format!("{{{label}=\"{user}\"}}"), &e).map_err(refusal)?;
+        url_params.push(("match[]".into(), own));
+    }
+    Ok(Plan {
+        query: Some(encode_form(&url_params)),
+        body: body_params.map(|b| Bytes::from(encode_form(&b))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label() -> PromqlMode {
+        PromqlMode::Label {
+            label: "user".into(),
+        }
+    }
+
+    #[test]
+    fn endpoints_outside_the_read_api_are_refused() {
+        for rel in [
+            "/api/v1/admin/tsdb/delete_series",
+            "/federate",
+            "/api/v1/write",
+            "/api/v1/label//values",
+        ] {
+            let r = enforce(&label(), rel, &http::Method::GET, None, None, Some("alice"));
+            assert!(matches!(r, Err(Rejection::Forbidden(_))), "{rel}");
+        }
+        // Admins (no user to enforce) pass unchanged.
+        let r = enforce(&label(), "/federate", &http::Method::GET, None, None, None).unwrap();
+        assert!(r.query.is_none());
+    }
+
+    #[test]
+    fn url_and_body_are_rewritten_and_duplicates_refused() {
+        let p = enforce(
+            &label(),
+            "/api/v1/query",
+            &http::Method::POST,
+            Some("time=1"),
+            Some(b"query=up&step=15"),
+            Some("alice"),
+        )
+        .unwrap();
+        assert_eq!(p.query.as_deref(), Some("time=1"));
+        assert_eq!(
+            p.body.as_deref(),
+            Some(&b"query=up%7Buser%3D%22alice%22%7D&step=15"[..])
+        );
+        let dup = enforce(
+            &label(),
+            "/api/v1/query",
+            &http::Method::POST,
+            Some("query=up"),
+            Some(b"query=down"),
+            Some("alice"),
+        );
+        assert!(matches!(dup, Err(Rejection::BadRequest(_))));
+        let labels = enforce(
+            &label(),
+            "/api/v1/label/user/values",
+            &http::Method::GET,
+            None,
+            None,
+            Some("alice"),
+        )
+        .unwrap();
+        assert_eq!(
+            labels.query.as_deref(),
+            Some("match%5B%5D=%7Buser%3D%22alice%22%7D")
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! PromQL enforcement in `label` mode (the prom-label-proxy idea, done on the parse tree):
+//! every vector and matrix selector, wherever it sits in the expression (binary operations,
+//! subqueries, function arguments, aggregations, `or` groups of matchers), gets
+//! `<label>="<value>"`. A matcher on that label the user wrote is refused unless it is
+//! exactly the enforced one: never silently overwritten, so a query means what it says.
+//!
+//! Parsing and printing are promql-parser's; no text surgery on query strings.
+
+use promql_parser::label::{MatchOp, Matcher, Matchers};
+use promql_parser::parser::{self, Expr, VectorSelector};
+
+/// Why a query was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not PromQL: 400.
+    Invalid(String),
+    /// Asks for series it may not see: 403.
+    Forbidden(String),
+}
+
+/// The matcher every selector must carry.
+#[derive(Debug, Clone)]
+pub struct Enforced<'a> {
+    pub label: &'a str,
+    pub value: &'a str,
+}
+
+fn confine_matchers(m: &mut Matchers, e: &Enforced<'_>) -> Result<(), Refusal> {
+    let groups: Vec<&mut Vec<Matcher>> = if m.or_matchers.is_empty() {
+        vec![&mut m.matchers]
+    } else {
+        m.or_matchers.iter_mut().collect()
+    };
+    for group in groups {
+        let mut present = false;
+        for existing in group.iter() {
+            if existing.name != e.label {
+                continue;
+            }
+            if matches!(existing.op, MatchOp::Equal) && existing.value == e.value {
+                present = true;
+            } else {
+                return Err(Refusal::Forbidden(format!(
+                    "the query sets `{}` itself ({}); only {}=\"{}\" is allowed",
+                    e.label, existing, e.label, e.value
+                )));
+            }
+        }
+        if !present {
+            group.push(Matcher::new(MatchOp::Equal, e.label, e.value));
+        }
+    }
+    Ok(())
+}
+
+fn confine_selector(vs: &mut VectorSelector, e: &Enforced<'_>) -> Result<(), Refusal> {
+    confine_matchers(&mut vs.matchers, e)
+}
+
+/// Confines every selector in `expr`; returns how many there were.
+fn confine(expr: &mut Expr, e: &Enforced<'_>) -> Result<usize, Refusal> {
+    Ok(match expr {
+        Expr::VectorSelector(vs) => {
+            confine_selector(vs, e)?;
+            1
+        }
+        Expr::MatrixSelector(ms) => {
+            confine_selector(&mut ms.vs, e)?;
+            1
+        }
+        Expr::Aggregate(a) => {
+            let mut n = confine(&mut a.expr, e)?;
+            if let Some(p) = a.param.as_mut() {
+                n += confine(p, e)?;
+            }
+            n
+        }
+        Expr::Unary(u) => confine(&mut u.expr, e)?,
+        Expr::Binary(b) => confine(&mut b.lhs, e)? + confine(&mut b.rhs, e)?,
+        Expr::Paren(p) => confine(&mut p.expr, e)?,
+        Expr::Subquery(s) => confine(&mut s.expr, e)?,
+        Expr::Call(c) => {
+            let mut n = 0;
+            for a in c.args.args.iter_mut() {
+                n += confine(a, e)?;
+            }
+            n
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => 0,
+        // The parser never makes these; refuse rather than pass something unchecked.
+        Expr::Extension(_) => {
+            return Err(Refusal::Forbidden("unsupported expression".into()));
+        }
+    })
+}
+
+/// A query with every selector confined, as PromQL text.
+pub fn enforce_query(query: &str, e: &Enforced<'_>) -> Result<String, Refusal> {
+    let mut expr = parser::parse(query).map_err(Refusal::Invalid)?;
+    confine(&mut expr, e)?;
+    Ok(expr.to_string())
+}
+
+/// A `match[]` series selector, confined.
+pub fn enforce_selector(selector: &str, e: &Enforced<'_>) -> Result<String, Refusal> {
+    let mut expr = parser::parse(selector).map_err(Refusal::Invalid)?;
+    match &mut expr {
+        Expr::VectorSelector(vs) => confine_selector(vs, e)?,
+        _ => {
+            return Err(Refusal::Invalid(format!(
+                "match[] must be a series selector, not `{selector}`"
+            )));
+        }
+    }
+    Ok(expr.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE: Enforced<'static> = Enforced {
+        label: "user",
+        value: "alice",
+    };
+
+    /// Every selector of the output carries user="alice" and no other user matcher.
+    fn all_confined(out: &str) -> bool {
+        fn walk(expr: &Expr, ok: &mut bool, n: &mut usize) {
+            let check = |vs: &VectorSelector, ok: &mut bool, n: &mut usize| {
+                *n += 1;
+                let groups: Vec<&Vec<Matcher>> = if vs.matchers.or_matchers.is_empty() {
+                    vec![&vs.matchers.matchers]
+                } else {
+                    vs.matchers.or_matchers.iter().collect()
+                };
+                for g in groups {
+                    let users: Vec<&Matcher> = g.iter().filter(|m| m.name == "user").collect();
+                    *ok &= users.len() == 1
+                        && matches!(users[0].op, MatchOp::Equal)
+                        && users[0].value == "alice";
+                }
+            };
+            match expr {
+                Expr::VectorSelector(vs) => check(vs, ok, n),
+                Expr::MatrixSelector(ms) => check(&ms.vs, ok, n),
+                Expr::Aggregate(a) => {
+                    walk(&a.expr, ok, n);
+                    if let Some(p) = &a.param {
+                        walk(p, ok, n);
+                    }
+                }
+                Expr::Unary(u) => walk(&u.expr, ok, n),
+                Expr::Binary(b) => {
+                    walk(&b.lhs, ok, n);
+                    walk(&b.rhs, ok, n);
+                }
+                Expr::Paren(p) => walk(&p.expr, ok, n),
+                Expr::Subquery(s) => walk(&s.expr, ok, n),
+                Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, ok, n)),
+                _ => {}
+            }
+        }
+        let expr = parser::parse(out).expect("the output parses");
+        let (mut ok, mut n) = (true, 0);
+        walk(&expr, &mut ok, &mut n);
+        ok
+    }
+
+    /// The escape corpus: every query is refused or comes out confined.
+    #[test]
+    fn escape_corpus_is_denied_or_confined() {
+        let text = include_str!("../../tests/promql_escapes.txt");
+        let mut checked = 0;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (want, query) = line.split_once(' ').unwrap();
+            let got = enforce_query(query, &ALICE);
+            match (want, &got) {
+                ("deny", Err(Refusal::Forbidden(_))) => {}
+                ("invalid", Err(Refusal::Invalid(_))) => {}
+                ("confine", Ok(out)) => assert!(all_confined(out), "{query} → {out}"),
+                _ => panic!("{query}: wanted {want}, got {got:?}"),
+            }
+            checked += 1;
+        }
+        assert!(checked >= 30, "only {checked} queries in the corpus");
+    }
+
+    #[test]
+    fn selectors_get_the_matcher_and_queries_keep_their_meaning() {
+        assert_eq!(
+            enforce_query("rate(cpu_seconds{job=\"x\"}[5m])", &ALICE).unwrap(),
+            "rate(cpu_seconds{job=\"x\",user=\"alice\"}[5m])"
+        );
+        assert_eq!(enforce_query("1 + 1", &ALICE).unwrap(), "1 + 1");
+        assert_eq!(
+            enforce_selector("up", &ALICE).unwrap(),
+            "up{user=\"alice\"}"
+        );
+        assert!(matches!(
+            enforce_selector("sum(up)", &ALICE),
+            Err(Refusal::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,361 @@
+//! PromQL enforcement against a real Prometheus (tests/servers/prometheus.sh): alice reads
+//! her jobs' series and nobody else's, on GET and POST; the escape corpus against the real
+//! server; admins read everything; endpoints outside the read API are refused; promtool, a
+//! client nobody here wrote, works through the gateway.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Series for two users' jobs, scraped by the instance every second.
+const METRICS: &str = "\
+# TYPE job_cpu_seconds counter
+job_cpu_seconds{uuid=\"1001\",user=\"alice\",project=\"p1\"} 10
+job_cpu_seconds{uuid=\"1002\",user=\"alice\",project=\"p1\"} 20
+job_cpu_seconds{uuid=\"2001\",user=\"bob\",project=\"p2\"} 30
+# TYPE job_memory_bytes gauge
+job_memory_bytes{uuid=\"1001\",user=\"alice\",project=\"p1\"} 1000
+job_memory_bytes{uuid=\"2001\",user=\"bob\",project=\"p2\"} 2000
+";
+
+async fn prometheus() -> RealServer {
+    let prom = RealServer::start_with("prometheus", &["short"]);
+    let file = prom.get("PROM_SHORT_METRICS_FILE").to_string();
+    std::fs::write(format!("{file}.tmp"), METRICS).unwrap();
+    std::fs::rename(format!("{file}.tmp"), &file).unwrap();
+    // Wait until the series are scraped.
+    let url = format!(
+        "{}/api/v1/query?query=count(job_cpu_seconds)",
+        prom.get("PROM_SHORT_URL")
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        if v["data"]["result"][0]["value"][1] == "3" {
+            break prom;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the test series: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Prometheus' own `time()`, in whole seconds.
+async fn server_time(prom: &RealServer) -> i64 {
+    let v: serde_json::Value = reqwest::get(format!(
+        "{}/api/v1/query?query=time()",
+        prom.get("PROM_SHORT_URL")
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let t: f64 = v["data"]["result"][1].as_str().unwrap().parse().unwrap();
+    t as i64
+}
+
+async fn gateway(prom: &RealServer) -> Gateway {
+    let body = format!(
+        "[pools.prom]\nbackends = [\"{}\"]\n\n\
+         [[routes]]\nname = \"prometheus\"\npath_prefix = \"/prometheus\"\nstrip_prefix = true\n\
+         pool = \"prom\"\nkind = \"prometheus\"\nauthenticators = [\"local\"]\n\
+         promql = {{ mode = \"label\", label = \"user\" }}\n",
+        prom.get("PROM_SHORT_URL")
+    );
+    Gateway::start(Setup {
+        body,
+        ..Default::default()
+    })
+    .await
+}
+
+/// `(user, uuid)` of every series in a query answer.
+fn owners(v: &serde_json::Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = v["data"]["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no result: {v}"))
+        .iter()
+        .map(|s| {
+            (
+                s["metric"]["user"].as_str().unwrap_or("-").to_string(),
+                s["metric"]["uuid"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn get(gw: &Gateway, user: &str, pw: &str, path_and_query: &str) -> reqwest::Response {
+    gw.client(false)
+        .get(gw.url(&format!("/prometheus{path_and_query}")))
+        .header("authorization", basic(user, pw))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post(
+    gw: &Gateway,
+    user: &str,
+    pw: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    gw.client(true)
+        .post(gw.url(&format!("/prometheus{path}")))
+        .header("authorization", basic(user, pw))
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn q(query: &str) -> String {
+    format!(
+        "/api/v1/query?query={}",
+        percent_encoding::utf8_percent_encode(query, percent_encoding::NON_ALPHANUMERIC)
+    )
+}
+
+#[tokio::test]
+async fn users_read_only_their_own_series_and_admins_read_all() {
+    let prom = prometheus().await;
+    let gw = gateway(&prom).await;
+    let bob = |s: &str| (String::from("bob"), s.to_string());
+    let alice = |s: &str| (String::from("alice"), s.to_string());
+
+    // GET: bob sees his job only, though he asked for every series.
+    let v: serde_json::Value = get(&gw, "bob", BOB_PW, &q("job_cpu_seconds"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(owners(&v), vec![bob("2001")]);
+    // POST form over h2, as Grafana sends it, with a query that tries `or` to reach further.
+    let r = post(
+        &gw,
+        "bob",
+        BOB_PW,
+        "/api/v1/query",
+        &[
+            ("query", "job_cpu_seconds or job_memory_bytes"),
+            ("time", ""),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    // (`or` keeps one series per label set: bob's job once.)
+    assert_eq!(owners(&v), vec![bob("2001")]);
+    // query_range too (times from the server's own clock).
+    let now = server_time(&prom).await;
+    let r = post(
+        &gw,
+        "bob",
+        BOB_PW,
+        "/api/v1/query_range",
+        &[
+            ("query", "sum by (user) (job_cpu_seconds)"),
+            ("start", &(now - 30).to_string()),
+            ("end", &(now + 2).to_string()),
+            ("step", "1"),
+        ],
+    )
+    .await;
+    let v: serde_json::Value = r.json().await.unwrap();
+
+    let users: Vec<&str> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["metric"]["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, vec!["bob"], "{v}");
+
+    // Conflicting matchers are refused, in Prometheus' error format.
+    let r = get(&gw, "bob", BOB_PW, &q("job_cpu_seconds{user=\"alice\"}")).await;
+    expect_error(r, 403, "forbidden").await;
+    let r = post(
+        &gw,
+        "bob",
+        BOB_PW,
+        "/api/v1/query",
+        &[("query", "job_cpu_seconds{user=~\".*\"}")],
+    )
+    .await;
+    expect_error(r, 403, "forbidden").await;
+    // `query` twice (URL and body) is refused, not guessed at.
+    let r = gw
+        .client(false)
+        .post(gw.url(&format!("/prometheus{}", q("up"))))
+        .header("authorization", basic("bob", BOB_PW))
+        .form(&[("query", "job_cpu_seconds")])
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 400, "bad_request").await;
+    // Broken PromQL is a 400 from the gateway.
+    expect_error(
+        get(&gw, "bob", BOB_PW, &q("sum(")).await,
+        400,
+        "bad_request",
+    )
+    .await;
+
+    // Series, labels and label values are confined; a label listing without match[] too.
+    let v: serde_json::Value = get(&gw, "bob", BOB_PW, "/api/v1/label/uuid/values")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"], serde_json::json!(["2001"]));
+    let v: serde_json::Value = post(
+        &gw,
+        "bob",
+        BOB_PW,
+        "/api/v1/series",
+        &[("match[]", "{__name__=~\"job_.*\"}")],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["user"] == "bob"),
+        "{v}"
+    );
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+
+    // Outside the read API: refused for users.
+    let r = get(&gw, "bob", BOB_PW, "/api/v1/status/config").await;
+    expect_error(r, 403, "forbidden").await;
+    let r = get(&gw, "bob", BOB_PW, "/federate?match[]=up").await;
+    expect_error(r, 403, "forbidden").await;
+
+    // Expressions that read no series pass (Grafana's connection test).
+    let v: serde_json::Value = get(&gw, "bob", BOB_PW, &q("1+1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["result"][1], "2");
+
+    // alice is an admin (hpc-admins): everything, unchanged.
+    let v: serde_json::Value = get(&gw, "alice", ALICE_PW, &q("job_cpu_seconds"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(owners(&v), vec![alice("1001"), alice("1002"), bob("2001")]);
+    assert_eq!(
+        get(&gw, "alice", ALICE_PW, "/api/v1/status/config")
+            .await
+            .status(),
+        200
+    );
+}
+
+/// Every `confine` query of the corpus, run by bob (the corpus is written for a user alice:
+/// names swapped) against the real Prometheus, returns only bob's series; every `deny` one is
+/// refused.
+#[tokio::test]
+async fn the_escape_corpus_against_a_real_prometheus() {
+    let prom = prometheus().await;
+    let gw = gateway(&prom).await;
+    let corpus = std::fs::read_to_string("tests/promql_escapes.txt").unwrap();
+    let mut ran = 0;
+    let mut refused_by_server = 0;
+    for line in corpus
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        let (want, query) = line.split_once(' ').unwrap();
+        let query = query
+            .replace("alice", "\u{0}")
+            .replace("bob", "alice")
+            .replace('\u{0}', "bob");
+        let query = query.as_str();
+        let r = post(&gw, "bob", BOB_PW, "/api/v1/query", &[("query", query)]).await;
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap();
+        match want {
+            "deny" => assert_eq!(status, 403, "{query}: {v}"),
+            "invalid" => assert_eq!(status, 400, "{query}: {v}"),
+            // Prometheus 2.42 predates `{a="1" or b="2"}`: it refuses the (confined) query.
+            _ if status == 400 && v["errorType"] == "bad_data" && query.contains(" or ") => {
+                refused_by_server += 1;
+            }
+            _ => {
+                assert_eq!(status, 200, "{query}: {v}");
+                let text = v.to_string();
+                for other in ["1001", "1002", "\"alice\"", "p1"] {
+                    assert!(!text.contains(other), "{query} leaked {other}: {v}");
+                }
+            }
+        }
+        ran += 1;
+    }
+    assert!(ran >= 30);
+    assert!(
+        refused_by_server <= 1,
+        "Prometheus refused {refused_by_server} queries"
+    );
+}
+
+#[tokio::test]
+async fn promtool_queries_through_the_gateway() {
+    let prom = prometheus().await;
+    let gw = gateway(&prom).await;
+    // promtool 2.42 has no auth flags: Basic credentials ride in the URL (Go's client sends
+    // them), and Go trusts the gateway's CA through SSL_CERT_FILE.
+    let server = format!("https://bob:{BOB_PW}@localhost:{}/prometheus", gw.tls_port);
+    let ca = gw.dir.path().join("ca.pem");
+    let promtool = |args: &[&str]| {
+        Command::new("promtool")
+            .env("SSL_CERT_FILE", &ca)
+            .args(["query"])
+            .args(args)
+            .output()
+            .expect("promtool (Debian's prometheus package) is installed by tests/run")
+    };
+    let out = promtool(&["instant", server.as_str(), "job_cpu_seconds"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("uuid=\"2001\""), "{text}");
+    assert!(!text.contains("alice"), "{text}");
+    let now = server_time(&prom).await;
+    let (start, end) = ((now - 30).to_string(), (now + 2).to_string());
+    let out = promtool(&[
+        "range",
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--step",
+        "1s",
+        server.as_str(),
+        "job_memory_bytes",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2001") && !text.contains("1001"), "{text}");
+}
