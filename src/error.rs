@@ -30,6 +30,8 @@ pub enum Rejection {
     GatewayTimeout(String),
     /// 500: a bug or an unexpected state; the detail is logged, not shown.
     Internal(String),
+    /// 302: a browser without a session is sent to log in at the identity provider.
+    LoginRequired { location: String },
 }
 
 #[derive(Serialize)]
@@ -53,6 +55,7 @@ impl Rejection {
             Rejection::Unavailable(_) => 503,
             Rejection::GatewayTimeout(_) => 504,
             Rejection::Internal(_) => 500,
+            Rejection::LoginRequired { .. } => 302,
         }
     }
 
@@ -69,6 +72,7 @@ impl Rejection {
             Rejection::Unavailable(_) => "unavailable",
             Rejection::GatewayTimeout(_) => "timeout",
             Rejection::Internal(_) => "internal",
+            Rejection::LoginRequired { .. } => "login_required",
         }
     }
 
@@ -76,6 +80,7 @@ impl Rejection {
     pub fn message(&self) -> &str {
         match self {
             Rejection::Internal(_) => "internal error in the gateway; see its log",
+            Rejection::LoginRequired { .. } => "log in first: follow the redirect",
             Rejection::BadRequest(m)
             | Rejection::Forbidden(m)
             | Rejection::NotFound(m)
@@ -117,6 +122,7 @@ impl Rejection {
             Rejection::TooManyRequests { retry_after, .. } => {
                 vec![("retry-after", retry_after.to_string())]
             }
+            Rejection::LoginRequired { location } => vec![("location", location.clone())],
             _ => Vec::new(),
         }
     }

@@ -18,7 +18,8 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::audit::{AuditLog, Record, now_rfc3339};
-use crate::authenticate::{Caller, RequestInfo, RouteAuth};
+use crate::authenticate::oidc::{OidcLogin, Page, PageReply};
+use crate::authenticate::{Caller, RequestInfo, RouteAuth, SetCookies};
 use crate::authorize::cedar::{Facts, Policies, Verdict};
 use crate::authorize::{Permit, authorize};
 use crate::endpoints::{Endpoint, Reply};
@@ -43,6 +44,8 @@ pub struct Snapshot {
     pub utc_offset: i64,
     pub audit: Arc<AuditLog>,
     pub rate_limits: Arc<crate::authorize::rate_limit::RateLimiters>,
+    /// The browser login and its `/auth/…` pages, if configured.
+    pub login: Option<Arc<OidcLogin>>,
 }
 
 pub struct Gateway {
@@ -79,12 +82,15 @@ pub struct Ctx {
     decided: bool,
     /// Who was refused by policy, for what and why (a permit carries its own verdict).
     denial: Option<(&'static str, Verdict, Caller)>,
+    /// Cookies authentication set (a renewed session), for whatever response goes out.
+    set_cookies: SetCookies,
     _in_flight: InFlight,
 }
 
 enum Admitted {
     Proxy(Permit),
     Endpoint(Endpoint, Caller),
+    Page(PageReply),
 }
 
 impl Gateway {
@@ -140,6 +146,9 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     let info = RequestInfo {
         headers: &session.req_header().headers,
         client: ctx.client,
+        method: &session.req_header().method,
+        uri: &session.req_header().uri,
+        set_cookies: &ctx.set_cookies,
     };
 
     if path == "/-" || path.starts_with("/-/") {
@@ -167,6 +176,14 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         })?;
         let caller = auth.authenticate(&info).await?;
         return Ok(Admitted::Endpoint(ep, caller));
+    }
+
+    if let Some(login) = &snap.login
+        && let Some(page) = Page::parse(&path)
+    {
+        ctx.label = page.name().to_string();
+        ctx.decided = true;
+        return Ok(Admitted::Page(login.serve(page, &info).await?));
     }
 
     let route = snap
@@ -217,7 +234,10 @@ async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&
     let _ = resp.insert_header("cache-control", "no-store");
     let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
     for (k, v) in extra {
-        let _ = resp.insert_header(k.to_string(), v.as_str());
+        let _ = resp.append_header(k.to_string(), v.as_str());
+    }
+    for c in ctx.set_cookies.take() {
+        let _ = resp.append_header("set-cookie", c);
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     if session
@@ -289,6 +309,7 @@ impl ProxyHttp for Gateway {
             failure: None,
             decided: false,
             denial: None,
+            set_cookies: SetCookies::default(),
             _in_flight: InFlight::start(),
         }
     }
@@ -304,6 +325,13 @@ impl ProxyHttp for Gateway {
                 let reply = ep.serve(&caller);
                 write_reply(session, ctx, reply, &[]).await;
                 ctx.admission = Admission::Served(caller);
+                Ok(true)
+            }
+            Ok(Admitted::Page(page)) => {
+                let extra: Vec<(&str, String)> =
+                    page.location.map(|l| ("location", l)).into_iter().collect();
+                write_reply(session, ctx, page.reply, &extra).await;
+                ctx.admission = Admission::Served(page.caller);
                 Ok(true)
             }
             Err(r) => {
@@ -402,6 +430,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for c in ctx.set_cookies.take() {
+            resp.append_header("set-cookie", c)?;
+        }
         Ok(())
     }
 

@@ -66,6 +66,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
             config.redis_url.as_ref().map(|s| s.expose()),
             config.redis_timeout,
         )?),
+        login: auths.login(),
     })
 }
 

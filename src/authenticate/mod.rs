@@ -9,6 +9,7 @@
 
 mod identity;
 pub mod ldap;
+pub mod oidc;
 pub mod password;
 pub mod static_users;
 
@@ -28,6 +29,30 @@ use crate::error::Rejection;
 pub struct RequestInfo<'a> {
     pub headers: &'a http::HeaderMap,
     pub client: Option<IpAddr>,
+    pub method: &'a http::Method,
+    /// As the client sent it (a browser's login comes back to its path and query).
+    pub uri: &'a http::Uri,
+    /// Cookies for the response, whatever it turns out to be (a renewed session).
+    pub set_cookies: &'a SetCookies,
+}
+
+/// `Set-Cookie` values an authenticator asks for, written on the request's response.
+#[derive(Debug, Default)]
+pub struct SetCookies(std::sync::Mutex<Vec<String>>);
+
+impl SetCookies {
+    pub fn add(&self, cookie: String) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(cookie);
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
 }
 
 /// An authenticator's verdict on one request.
@@ -88,11 +113,13 @@ impl RouteAuth {
                 Outcome::Rejected(r) => return Err(r),
             }
         }
-        let challenge = chain
-            .iter()
-            .filter_map(|a| a.challenge())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut challenges: Vec<String> = Vec::new();
+        for c in chain.iter().filter_map(|a| a.challenge()) {
+            if !challenges.contains(&c) {
+                challenges.push(c);
+            }
+        }
+        let challenge = challenges.join(", ");
         let reason = if req.headers.contains_key(http::header::AUTHORIZATION) {
             "invalid user name or password, or credentials this route does not accept"
         } else {
@@ -108,11 +135,14 @@ impl RouteAuth {
 /// Every configured authenticator, built once per config.
 pub struct Authenticators {
     by_name: BTreeMap<String, Option<Arc<dyn Authenticator>>>,
+    /// The browser login, which also serves `/auth/…` (config allows one).
+    login: Option<Arc<oidc::OidcLogin>>,
 }
 
 impl Authenticators {
     pub fn build(config: &Config) -> Result<Self, String> {
         let mut by_name = BTreeMap::new();
+        let mut login = None;
         for (name, a) in &config.authenticators {
             let built: Option<Arc<dyn Authenticator>> = match a {
                 config::Authenticator::None => None,
@@ -128,10 +158,23 @@ impl Authenticators {
                 config::Authenticator::Ldap(cfg) => {
                     Some(Arc::new(ldap::LdapAuth::new(name, cfg.clone())?))
                 }
+                config::Authenticator::OidcBearer(cfg) => {
+                    Some(Arc::new(oidc::OidcBearer::new(name, cfg.clone())?))
+                }
+                config::Authenticator::OidcLogin(cfg) => {
+                    let a = Arc::new(oidc::OidcLogin::new(name, cfg.clone(), &config.state_dir)?);
+                    login = Some(a.clone());
+                    Some(a)
+                }
             };
             by_name.insert(name.clone(), built);
         }
-        Ok(Authenticators { by_name })
+        Ok(Authenticators { by_name, login })
+    }
+
+    /// The browser login, if one is configured.
+    pub fn login(&self) -> Option<Arc<oidc::OidcLogin>> {
+        self.login.clone()
     }
 
     /// The authentication for a list of names the config validated. An empty list (an

@@ -159,6 +159,8 @@ pub enum Authenticator {
         throttle: crate::authenticate::password::ThrottleConfig,
     },
     Ldap(crate::authenticate::ldap::LdapConfig),
+    OidcBearer(crate::authenticate::oidc::BearerConfig),
+    OidcLogin(crate::authenticate::oidc::LoginConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
