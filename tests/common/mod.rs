@@ -2,6 +2,9 @@
 //! and clients that talk to it over TLS (h1, h2), plain TCP and raw bytes.
 #![allow(dead_code)]
 
+pub mod oidc;
+pub mod webdriver;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -133,6 +136,8 @@ pub struct Setup {
     pub policies_dir: Option<PathBuf>,
     /// More users of the `local` authenticator: (name, groups); password `<name>-pw`.
     pub extra_users: Vec<(String, Vec<String>)>,
+    /// `[gateway] authenticators` (default: `["local"]`).
+    pub gateway_authenticators: Vec<String>,
 }
 
 pub fn bin() -> &'static str {
@@ -140,6 +145,8 @@ pub fn bin() -> &'static str {
 }
 
 /// Writes certs, a users file (alice: hpc-admins; bob) and the config into `dir`.
+/// `@TLS_PORT@` in the body becomes the TLS listener's port (for URLs the config must name,
+/// such as an OIDC redirect URL).
 pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v6: Option<u16>) {
     hpcgate::tls::generate_dev_certs(
         dir,
@@ -173,6 +180,11 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
         ),
         None => String::new(),
     };
+    let gateway_auth = if setup.gateway_authenticators.is_empty() {
+        vec!["local".to_string()]
+    } else {
+        setup.gateway_authenticators.clone()
+    };
     let config = format!(
         "[server]\nstate_dir = \"state\"\ngrace_period = \"10s\"\n\n\
          [logging]\nlevel = \"info\"\nformat = \"json\"\n\n\
@@ -181,10 +193,10 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
          [[listeners]]\naddress = \"127.0.0.1:{plain_port}\"\n\n{v6_listener}\n\
          [authenticators.local]\ntype = \"static\"\nusers_file = \"users.toml\"\n\n\
          [authenticators.public]\ntype = \"none\"\n\n\
-         [gateway]\nauthenticators = [\"local\"]\n\n\
+         [gateway]\nauthenticators = {gateway_auth:?}\n\n\
          [authorization]\nadmin_groups = [\"hpc-admins\"]\n{policies}\n\
          [audit]\npath = \"audit.log\"\n\n{}\n",
-        setup.body
+        setup.body.replace("@TLS_PORT@", &tls_port.to_string())
     );
     std::fs::write(dir.join("hpcgate.toml"), config).unwrap();
 }
@@ -382,6 +394,11 @@ impl RealServer {
     /// Starts `tests/servers/<name>.sh` in a fresh directory. A server that cannot start is a
     /// test failure, never a skip: `tests/run` installs every server first.
     pub fn start(name: &str) -> RealServer {
+        Self::start_with_env(name, &[])
+    }
+
+    /// `start`, with inputs for the script in its environment (e.g. a fixed port).
+    pub fn start_with_env(name: &str, env: &[(&str, &str)]) -> RealServer {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hpcgate-{name}-"))
             .tempdir_in("/tmp")
@@ -391,6 +408,7 @@ impl RealServer {
             .arg(&script)
             .arg("start")
             .arg(dir.path())
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(
