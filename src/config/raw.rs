@@ -212,7 +212,7 @@ pub struct OidcLogin {
     pub session_idle: Option<String>,
     /// How often a session is revalidated at the IdP with its refresh token, picking up
     /// changed groups (default 5m). A refused refresh ends the session; an IdP that cannot
-    /// answer gives 503.
+    /// answer gives 503. Sessions the IdP gave no refresh token last until they expire.
     pub refresh_interval: Option<String>,
     /// File with the key that seals session cookies: 32 random bytes in base64 (`head -c 32
     /// /dev/urandom | base64`). Replicas behind one address need the same file. Unset: a key

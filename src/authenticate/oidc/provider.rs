@@ -53,7 +53,7 @@ pub struct Discovered {
     pub metadata: Arc<ProviderMetadataWithLogout>,
     /// The same keys as `metadata.jwks()`, for bearer tokens. Never symmetric (`oct`) keys,
     /// never keys published for encryption only.
-    pub keys: Vec<Key>,
+    pub keys: Arc<Vec<Key>>,
     /// When the keys were last fetched or tried: the refresh limit counts from here.
     pub checked: Instant,
     /// The last refresh failed; `keys` are from before it.
@@ -62,10 +62,9 @@ pub struct Discovered {
 
 impl Discovered {
     fn new(metadata: ProviderMetadataWithLogout) -> Discovered {
-        let keys = bearer_keys(metadata.jwks());
         Discovered {
+            keys: Arc::new(bearer_keys(metadata.jwks())),
             metadata: Arc::new(metadata),
-            keys,
             checked: Instant::now(),
             refresh_failed: false,
         }
@@ -295,7 +294,7 @@ async fn keep_fresh(s: Arc<Shared>, http: reqwest::Client) {
                     );
                     Discovered {
                         metadata: current.metadata.clone(),
-                        keys: bearer_keys(current.metadata.jwks()),
+                        keys: current.keys.clone(),
                         checked: Instant::now(),
                         refresh_failed: true,
                     }
