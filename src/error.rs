@@ -32,6 +32,8 @@ pub enum Rejection {
     GatewayTimeout(String),
     /// 500: a bug or an unexpected state; the detail is logged, not shown.
     Internal(String),
+    /// 302: a browser without a session is sent to log in at the identity provider.
+    LoginRequired { location: String },
 }
 
 #[derive(Serialize)]
@@ -56,6 +58,7 @@ impl Rejection {
             Rejection::Unavailable(_) => 503,
             Rejection::GatewayTimeout(_) => 504,
             Rejection::Internal(_) => 500,
+            Rejection::LoginRequired { .. } => 302,
         }
     }
 
@@ -73,6 +76,7 @@ impl Rejection {
             Rejection::Unavailable(_) => "unavailable",
             Rejection::GatewayTimeout(_) => "timeout",
             Rejection::Internal(_) => "internal",
+            Rejection::LoginRequired { .. } => "login_required",
         }
     }
 
@@ -80,6 +84,7 @@ impl Rejection {
     pub fn message(&self) -> &str {
         match self {
             Rejection::Internal(_) => "internal error in the gateway; see its log",
+            Rejection::LoginRequired { .. } => "log in first: follow the redirect",
             Rejection::BadRequest(m)
             | Rejection::Forbidden(m)
             | Rejection::NotFound(m)
@@ -122,6 +127,7 @@ impl Rejection {
             Rejection::TooManyRequests { retry_after, .. } => {
                 vec![("retry-after", retry_after.to_string())]
             }
+            Rejection::LoginRequired { location } => vec![("location", location.clone())],
             _ => Vec::new(),
         }
     }

@@ -18,7 +18,8 @@ use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::audit::{AuditLog, Record, now_rfc3339};
-use crate::authenticate::{Caller, RequestInfo, RouteAuth};
+use crate::authenticate::oidc::{OidcLogin, Page, PageReply};
+use crate::authenticate::{Caller, RequestInfo, RouteAuth, SetCookies};
 use crate::authorize::cedar::{Facts, Policies, Verdict};
 use crate::authorize::{Permit, authorize};
 use crate::endpoints::{Endpoint, Reply};
@@ -48,6 +49,8 @@ pub struct Snapshot {
     pub token_issuer: Option<Arc<crate::tokens::TokenIssuer>>,
     /// Published at `/.well-known/jwks.json` when tokens are issued or accepted.
     pub signing_keys: Option<Arc<crate::tokens::SigningKeys>>,
+    /// The browser login and its `/auth/…` pages, if configured.
+    pub login: Option<Arc<OidcLogin>>,
 }
 
 pub struct Gateway {
@@ -86,12 +89,15 @@ pub struct Ctx {
     denial: Option<(&'static str, Verdict, Caller)>,
     /// A rewritten request body (PromQL enforcement), sent instead of the client's.
     body_replacement: Option<bytes::Bytes>,
+    /// Cookies authentication set (a renewed session), for whatever response goes out.
+    set_cookies: SetCookies,
     _in_flight: InFlight,
 }
 
 enum Admitted {
     Proxy(Permit),
     Endpoint(Endpoint, Caller),
+    Page(PageReply),
 }
 
 impl Gateway {
@@ -153,7 +159,19 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         client: ctx.client,
         stripped: &stripped,
         client_cert_sha256: client_cert.as_ref().map(|s| s.cert_digest.as_slice()),
+        method: &session.req_header().method,
+        uri: &session.req_header().uri,
+        set_cookies: &ctx.set_cookies,
     };
+
+    // The browser login's pages (/auth/login, /auth/callback, /auth/logout), when configured.
+    if let Some(login) = &snap.login
+        && let Some(page) = Page::parse(&path)
+    {
+        ctx.label = page.name().to_string();
+        ctx.decided = true;
+        return Ok(Admitted::Page(login.serve(page, &info).await?));
+    }
 
     if crate::endpoints::owns(&path) {
         let ep = Endpoint::parse(&path)?;
@@ -324,7 +342,10 @@ async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&
     let _ = resp.insert_header("cache-control", "no-store");
     let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
     for (k, v) in extra {
-        let _ = resp.insert_header(k.to_string(), v.as_str());
+        let _ = resp.append_header(k.to_string(), v.as_str());
+    }
+    for c in ctx.set_cookies.take() {
+        let _ = resp.append_header("set-cookie", c);
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     if session
@@ -397,6 +418,7 @@ impl ProxyHttp for Gateway {
             decided: false,
             denial: None,
             body_replacement: None,
+            set_cookies: SetCookies::default(),
             _in_flight: InFlight::start(),
         }
     }
@@ -420,6 +442,13 @@ impl ProxyHttp for Gateway {
                         ctx.admission = Admission::Rejected(r);
                     }
                 }
+                Ok(true)
+            }
+            Ok(Admitted::Page(page)) => {
+                let extra: Vec<(&str, String)> =
+                    page.location.map(|l| ("location", l)).into_iter().collect();
+                write_reply(session, ctx, page.reply, &extra).await;
+                ctx.admission = Admission::Served(page.caller);
                 Ok(true)
             }
             Err(r) => {
@@ -538,6 +567,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        for c in ctx.set_cookies.take() {
+            resp.append_header("set-cookie", c)?;
+        }
         Ok(())
     }
 

@@ -77,6 +77,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
         token_auth,
         token_issuer,
         signing_keys: auths.signing_keys.clone(),
+        login: auths.login(),
     })
 }
 

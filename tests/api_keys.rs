@@ -67,7 +67,7 @@ async fn life_cycle(db_url: &str) {
     let up = Recorder::start(Duration::ZERO).await;
     let gw = Gateway::start(Setup {
         body: body(&up, db_url),
-        whoami: vec!["local", "keys"],
+        gateway_authenticators: vec!["local".into(), "keys".into()],
         ..Default::default()
     })
     .await;
@@ -315,7 +315,7 @@ async fn grafana_acts_for_a_user_and_nobody_else_can() {
     );
     let gw = Gateway::start(Setup {
         body,
-        whoami: vec!["grafana"],
+        gateway_authenticators: vec!["grafana".into()],
         ..Default::default()
     })
     .await;

@@ -61,6 +61,12 @@ fn the_reference_config_is_valid() {
     std::fs::create_dir(dir.join("secrets")).unwrap();
     std::fs::write(dir.join("secrets/slurmrestd-authorization"), "Bearer abc\n").unwrap();
     std::fs::write(dir.join("secrets/ldap-bind-password"), "s3cret\n").unwrap();
+    std::fs::write(dir.join("secrets/oidc-client-secret"), "s3cret\n").unwrap();
+    std::fs::write(
+        dir.join("secrets/oidc-session.key"),
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n",
+    )
+    .unwrap();
     let out = Command::new(bin())
         .arg("check-config")
         .arg(&cfg)
@@ -74,7 +80,7 @@ fn the_reference_config_is_valid() {
     );
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains(": OK (3 listeners, 3 pools, 7 authenticators")
+            .contains(": OK (3 listeners, 3 pools, 9 authenticators")
     );
 }
 

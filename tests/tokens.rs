@@ -70,7 +70,7 @@ async fn tokens_are_issued_for_passwords_and_accepted_until_they_are_not() {
     let up = Recorder::start(Duration::ZERO).await;
     let gw = Gateway::start(Setup {
         body: body(&up),
-        whoami: vec!["tokens"],
+        gateway_authenticators: vec!["tokens".into()],
         ..Default::default()
     })
     .await;

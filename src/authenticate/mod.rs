@@ -12,6 +12,7 @@ pub mod client_cert;
 pub mod gateway_jwt;
 mod identity;
 pub mod ldap;
+pub mod oidc;
 pub mod password;
 pub mod static_users;
 pub mod trusted_header;
@@ -37,6 +38,30 @@ pub struct RequestInfo<'a> {
     pub stripped: &'a http::HeaderMap,
     /// SHA-256 of the TLS client certificate, when the client presented one.
     pub client_cert_sha256: Option<&'a [u8]>,
+    pub method: &'a http::Method,
+    /// As the client sent it (a browser's login comes back to its path and query).
+    pub uri: &'a http::Uri,
+    /// Cookies for the response, whatever it turns out to be (a renewed session).
+    pub set_cookies: &'a SetCookies,
+}
+
+/// `Set-Cookie` values an authenticator asks for, written on the request's response.
+#[derive(Debug, Default)]
+pub struct SetCookies(std::sync::Mutex<Vec<String>>);
+
+impl SetCookies {
+    pub fn add(&self, cookie: String) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(cookie);
+        }
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        self.0
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
 }
 
 /// An authenticator's verdict on one request.
@@ -97,11 +122,13 @@ impl RouteAuth {
                 Outcome::Rejected(r) => return Err(r),
             }
         }
-        let challenge = chain
-            .iter()
-            .filter_map(|a| a.challenge())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut challenges: Vec<String> = Vec::new();
+        for c in chain.iter().filter_map(|a| a.challenge()) {
+            if !challenges.contains(&c) {
+                challenges.push(c);
+            }
+        }
+        let challenge = challenges.join(", ");
         let reason = if req.headers.contains_key(http::header::AUTHORIZATION) {
             "invalid user name or password, or credentials this route does not accept"
         } else {
@@ -119,6 +146,8 @@ pub struct Authenticators {
     by_name: BTreeMap<String, Option<Arc<dyn Authenticator>>>,
     /// The gateway's token signing keys, when tokens are issued or accepted.
     pub signing_keys: Option<Arc<crate::tokens::SigningKeys>>,
+    /// The browser login, which also serves `/auth/…` (config allows one).
+    login: Option<Arc<oidc::OidcLogin>>,
 }
 
 impl Authenticators {
@@ -139,6 +168,7 @@ impl Authenticators {
             None
         };
         let mut by_name = BTreeMap::new();
+        let mut login = None;
         // Trusted-header authenticators wrap another one: build them second.
         for (name, a) in &config.authenticators {
             let built: Option<Arc<dyn Authenticator>> = match a {
@@ -172,6 +202,14 @@ impl Authenticators {
                 config::Authenticator::ClientCert { certificates } => Some(Arc::new(
                     client_cert::ClientCertAuth::new(name, certificates.clone()),
                 )),
+                config::Authenticator::OidcBearer(cfg) => {
+                    Some(Arc::new(oidc::OidcBearer::new(name, cfg.clone())?))
+                }
+                config::Authenticator::OidcLogin(cfg) => {
+                    let a = Arc::new(oidc::OidcLogin::new(name, cfg.clone(), &config.state_dir)?);
+                    login = Some(a.clone());
+                    Some(a)
+                }
                 config::Authenticator::TrustedHeader(_) => continue,
             };
             by_name.insert(name.clone(), built);
@@ -194,7 +232,13 @@ impl Authenticators {
         Ok(Authenticators {
             by_name,
             signing_keys,
+            login,
         })
+    }
+
+    /// The browser login, if one is configured.
+    pub fn login(&self) -> Option<Arc<oidc::OidcLogin>> {
+        self.login.clone()
     }
 
     /// The authentication for a list of names the config validated. An empty list (an

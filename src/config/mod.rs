@@ -184,6 +184,8 @@ pub enum Authenticator {
         /// `None`: `[tokens] audience`.
         audience: Option<String>,
     },
+    OidcBearer(crate::authenticate::oidc::BearerConfig),
+    OidcLogin(crate::authenticate::oidc::LoginConfig),
 }
 
 impl Authenticator {
@@ -197,6 +199,8 @@ impl Authenticator {
             Authenticator::TrustedHeader(_) => "trusted_header",
             Authenticator::ClientCert { .. } => "client_cert",
             Authenticator::GatewayJwt { .. } => "gateway_jwt",
+            Authenticator::OidcBearer(_) => "oidc_bearer",
+            Authenticator::OidcLogin(_) => "oidc_login",
         }
     }
 }

@@ -165,6 +165,101 @@ pub enum Authenticator {
         /// Expected `aud` (default: `[tokens] audience`).
         audience: Option<String>,
     },
+    /// `Authorization: Bearer <JWT>` issued by an OpenID Connect provider: access tokens of
+    /// users, and client-credentials tokens of services.
+    OidcBearer(OidcBearer),
+    /// Browser login at an OpenID Connect provider (authorization code + PKCE), then a
+    /// session cookie.
+    OidcLogin(OidcLogin),
+}
+
+/// `type = "oidc_bearer"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcBearer {
+    /// The IdP's issuer, exactly as its tokens' `iss` (discovery is read from
+    /// `ISSUER/.well-known/openid-configuration`). https, or http on a loopback address.
+    /// Bearer JWTs naming another issuer are left to the next authenticator.
+    pub issuer: String,
+    /// Accepted `aud` values: a token must name at least one (e.g. the client id or resource
+    /// the IdP puts in access tokens for this gateway).
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms (default `["RS256"]`): RS256, RS384, RS512, PS256,
+    /// PS384, PS512, ES256, ES384, EdDSA. `none` and HMAC (HS*) are never accepted: an IdP's
+    /// keys are public.
+    pub algorithms: Option<Vec<String>>,
+    /// The claim naming the user (default `preferred_username`; e.g. `username`, `sub`,
+    /// `email`). A dotted path reaches a nested claim.
+    pub username_claim: Option<String>,
+    /// The claim listing the user's groups: a list or one string (default `groups`; e.g.
+    /// `realm_access.roles`; `""` uses none).
+    pub groups_claim: Option<String>,
+    /// The claim holding the e-mail address (default `email`; `""` uses none).
+    pub email_claim: Option<String>,
+    /// Client id → service account name. A client-credentials token (one that names no
+    /// user, or whose user claim is `sub` and equals the client id) of a client listed here
+    /// is that service account; of any other client, refused.
+    #[serde(default)]
+    pub service_accounts: BTreeMap<String, String>,
+    /// Clock leeway for `exp` and `nbf` (default 30s, at most 5m).
+    pub leeway: Option<String>,
+    /// Each HTTP request to the IdP (default 5s).
+    pub timeout: Option<String>,
+    /// PEM CA bundle for an https IdP (default: the built-in web roots).
+    pub tls_ca: Option<String>,
+    /// While the IdP cannot be reached, the longest wait between discovery attempts
+    /// (default 30s). Until discovery succeeds, routes using this authenticator answer 503.
+    pub discovery_retry: Option<String>,
+    /// A token signed by a key not yet known fetches the IdP's keys again, at most once per
+    /// this interval (default 60s). Keys are also fetched again every hour.
+    pub jwks_refresh_interval: Option<String>,
+}
+
+/// `type = "oidc_login"`. At most one per config: it serves `/auth/login`,
+/// `/auth/callback` and `/auth/logout`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcLogin {
+    /// The IdP's issuer (see `oidc_bearer`).
+    pub issuer: String,
+    /// This gateway's client at the IdP: a confidential client allowed the authorization
+    /// code flow with PKCE (S256).
+    pub client_id: String,
+    /// The client's secret: `${ENV}` is expanded; prefer `client_secret_file`.
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    /// This gateway's callback as registered at the IdP: `https://HOST[:PORT]/auth/callback`.
+    /// Its origin is also the only one `return_to` may name.
+    pub redirect_url: String,
+    /// Where the IdP sends the browser after `/auth/logout` (registered at the IdP as a
+    /// post-logout redirect URI). Unset: the IdP's own page.
+    pub post_logout_redirect_url: Option<String>,
+    /// Scopes asked for (default `["openid", "profile", "email"]`; `openid` is always added).
+    pub scopes: Option<Vec<String>>,
+    /// Accepted ID token signature algorithms (as for `oidc_bearer`; default `["RS256"]`).
+    pub algorithms: Option<Vec<String>>,
+    /// Claims of the ID token naming the user, groups and e-mail (defaults as for
+    /// `oidc_bearer`).
+    pub username_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub email_claim: Option<String>,
+    /// A session ends this long after login, whatever happens (default 8h).
+    pub session_lifetime: Option<String>,
+    /// ... or after this long without a request (default 1h).
+    pub session_idle: Option<String>,
+    /// How often a session is revalidated at the IdP with its refresh token, picking up
+    /// changed groups (default 5m). A refused refresh ends the session; an IdP that cannot
+    /// answer gives 503. Sessions the IdP gave no refresh token last until they expire.
+    pub refresh_interval: Option<String>,
+    /// File with the key that seals session cookies: 32 random bytes in base64 (`head -c 32
+    /// /dev/urandom | base64`). Replicas behind one address need the same file. Unset: a key
+    /// generated on first start in `state_dir/oidc-session.key` (mode 0600).
+    pub session_key_file: Option<String>,
+    /// As for `oidc_bearer`.
+    pub timeout: Option<String>,
+    pub tls_ca: Option<String>,
+    pub discovery_retry: Option<String>,
+    pub jwks_refresh_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,8 @@ pub use keys::describe_url;
 use super::raw;
 use super::*;
 
+mod oidc;
+
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
@@ -247,6 +249,7 @@ impl Validator {
             .into_iter()
             .filter_map(|(name, a)| self.authenticator(&name, a).map(|a| (name, a)))
             .collect::<BTreeMap<_, _>>();
+        self.one_oidc_login(&authenticators);
         let gateway = Gateway {
             authenticators: raw.gateway.authenticators,
             metrics_public: raw.gateway.metrics_public,
@@ -857,6 +860,8 @@ impl Validator {
                     realm,
                 })
             }
+            raw::Authenticator::OidcBearer(raw) => self.oidc_bearer(&key, raw)?,
+            raw::Authenticator::OidcLogin(raw) => self.oidc_login(&key, raw)?,
         })
     }
 

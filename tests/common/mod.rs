@@ -2,6 +2,9 @@
 //! and clients that talk to it over TLS (h1, h2), plain TCP and raw bytes.
 #![allow(dead_code)]
 
+pub mod oidc;
+pub mod webdriver;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -133,8 +136,8 @@ pub struct Setup {
     pub policies_dir: Option<PathBuf>,
     /// More users of the `local` authenticator: (name, groups); password `<name>-pw`.
     pub extra_users: Vec<(String, Vec<String>)>,
-    /// Authenticators of `/-/whoami` and `/-/metrics` (default: `local`).
-    pub whoami: Vec<&'static str>,
+    /// `[gateway] authenticators`, for `/-/whoami` and `/-/metrics` (default: `["local"]`).
+    pub gateway_authenticators: Vec<String>,
     /// More keys for the IPv4 TLS listener (e.g. `client_ca = "…"`).
     pub tls_listener_extra: String,
 }
@@ -144,6 +147,8 @@ pub fn bin() -> &'static str {
 }
 
 /// Writes certs, a users file (alice: hpc-admins; bob) and the config into `dir`.
+/// `@TLS_PORT@` in the body becomes the TLS listener's port (for URLs the config must name,
+/// such as an OIDC redirect URL).
 pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v6: Option<u16>) {
     hpcgate::tls::generate_dev_certs(
         dir,
@@ -177,10 +182,10 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
         ),
         None => String::new(),
     };
-    let whoami = if setup.whoami.is_empty() {
-        vec!["local"]
+    let gateway_auth = if setup.gateway_authenticators.is_empty() {
+        vec!["local".to_string()]
     } else {
-        setup.whoami.clone()
+        setup.gateway_authenticators.clone()
     };
     let config = format!(
         "[server]\nstate_dir = \"state\"\ngrace_period = \"10s\"\n\n\
@@ -190,10 +195,11 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
          [[listeners]]\naddress = \"127.0.0.1:{plain_port}\"\n\n{v6_listener}\n\
          [authenticators.local]\ntype = \"static\"\nusers_file = \"users.toml\"\n\n\
          [authenticators.public]\ntype = \"none\"\n\n\
-         [gateway]\nauthenticators = {whoami:?}\n\n\
+         [gateway]\nauthenticators = {gateway_auth:?}\n\n\
          [authorization]\nadmin_groups = [\"hpc-admins\"]\n{policies}\n\
          [audit]\npath = \"audit.log\"\n\n{}\n",
-        setup.tls_listener_extra, setup.body
+        setup.tls_listener_extra,
+        setup.body.replace("@TLS_PORT@", &tls_port.to_string())
     );
     std::fs::write(dir.join("hpcgate.toml"), config).unwrap();
 }
@@ -402,11 +408,20 @@ impl RealServer {
     /// Starts `tests/servers/<name>.sh` in a fresh directory. A server that cannot start is a
     /// test failure, never a skip: `tests/run` installs every server first.
     pub fn start(name: &str) -> RealServer {
-        Self::start_with(name, &[])
+        Self::start_full(name, &[], &[])
     }
 
     /// [`RealServer::start`] with extra arguments for `start` and `stop`.
     pub fn start_with(name: &str, args: &[&str]) -> RealServer {
+        Self::start_full(name, args, &[])
+    }
+
+    /// `start`, with inputs for the script in its environment (e.g. a fixed port).
+    pub fn start_with_env(name: &str, env: &[(&str, &str)]) -> RealServer {
+        Self::start_full(name, &[], env)
+    }
+
+    fn start_full(name: &str, args: &[&str], env: &[(&str, &str)]) -> RealServer {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hpcgate-{name}-"))
             .tempdir_in("/tmp")
@@ -417,6 +432,7 @@ impl RealServer {
             .arg("start")
             .arg(dir.path())
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(

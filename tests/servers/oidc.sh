@@ -12,6 +12,8 @@
 #   OIDC_KID                         kid of the first signing key (default test-key-1)
 #   OIDC_RESOURCE                    access-token audience (default urn:hpcgate)
 #   OIDC_ACCESS_TOKEN_TTL            seconds (default 3600)
+#   OIDC_PORT                        listen on this port (default: a free one), e.g. to
+#                                    bring an IdP back where a gateway expects it
 #   ALICE_PASSWORD, BOB_PASSWORD     same defaults as slapd.sh, so one DIR/env serves both
 SERVER_NAME=oidc
 # shellcheck source=lib.sh
@@ -43,7 +45,7 @@ start() {
   fi
   rm -rf "$d"
   mkdir -p "$d"
-  port=$(free_port)
+  port=${OIDC_PORT:-$(free_port)}
   issuer=http://127.0.0.1:$port
 
   export PORT=$port

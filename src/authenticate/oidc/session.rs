@@ -1,0 +1,339 @@
+//! The browser login's cookies, and what they hold.
+//!
+//! Both cookies are sealed with AES-256-GCM (ring): a client can neither read nor alter them,
+//! and any replica with the same key can open them, so no server-side store is needed. The
+//! cookie's name is the associated data: a login cookie cannot be replayed as a session.
+//! Cookies are `__Host-` prefixed (`Secure`, `Path=/`, no `Domain`), `HttpOnly` and
+//! `SameSite=Lax` (sent on the IdP's top-level redirect back to the callback, not on
+//! cross-site subrequests). Names start with `hpcgate`, so they never go upstream.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub const SESSION_COOKIE: &str = "__Host-hpcgate-session";
+pub const LOGIN_COOKIE: &str = "__Host-hpcgate-login";
+/// Browsers keep cookies up to about 4 KiB; a bigger session would silently vanish.
+const MAX_COOKIE: usize = 3900;
+
+/// The key that seals the cookies. `Debug` never shows it.
+pub struct CookieKey(LessSafeKey);
+
+impl std::fmt::Debug for CookieKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CookieKey(***)")
+    }
+}
+
+impl CookieKey {
+    pub fn new(bytes: &[u8; 32]) -> Result<CookieKey, String> {
+        UnboundKey::new(&AES_256_GCM, bytes)
+            .map(|k| CookieKey(LessSafeKey::new(k)))
+            .map_err(|_| "unusable session key".to_string())
+    }
+
+    /// `value` as JSON, sealed under a fresh random nonce, as base64url(nonce ‖ ciphertext).
+    pub fn seal<T: Serialize>(&self, name: &str, value: &T) -> Result<String, String> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::getrandom(&mut nonce).map_err(|e| format!("no randomness: {e}"))?;
+        let mut buf = serde_json::to_vec(value).map_err(|e| e.to_string())?;
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(name.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| "cannot seal a cookie".to_string())?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        let sealed = URL_SAFE_NO_PAD.encode(out);
+        if sealed.len() + name.len() > MAX_COOKIE {
+            return Err(format!(
+                "the {name} cookie would be {} bytes, more than browsers keep (too many groups?)",
+                sealed.len()
+            ));
+        }
+        Ok(sealed)
+    }
+
+    /// The value sealed in a cookie named `name`; `None` if it was altered, sealed with
+    /// another key or for another cookie, or is not what we wrote.
+    pub fn open<T: DeserializeOwned>(&self, name: &str, sealed: &str) -> Option<T> {
+        let raw = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if raw.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, rest) = raw.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = rest.to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(name.as_bytes()), &mut buf)
+            .ok()?;
+        serde_json::from_slice(plain).ok()
+    }
+}
+
+/// Reads a session key file: 32 random bytes in base64 on one line
+/// (`head -c 32 /dev/urandom | base64`).
+pub fn read_key_file(path: &Path) -> Result<[u8; 32], String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read session key file {}: {e}", path.display()))?;
+    let bytes = STANDARD.decode(text.trim()).map_err(|_| {
+        format!(
+            "session key file {} must hold 32 random bytes in base64 (head -c 32 \
+             /dev/urandom | base64)",
+            path.display()
+        )
+    })?;
+    bytes.try_into().map_err(|_| {
+        format!(
+            "session key file {} must hold exactly 32 bytes (base64 of head -c 32 /dev/urandom)",
+            path.display()
+        )
+    })
+}
+
+/// The key in `path`, created (0600, atomically) with 32 random bytes on first start.
+/// A key file others can read is refused: it would let them forge sessions.
+pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], String> {
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let mut key = [0u8; 32];
+        getrandom::getrandom(&mut key).map_err(|e| format!("no randomness: {e}"))?;
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| writeln!(f, "{}", STANDARD.encode(key)));
+        // A hard link never replaces: if another replica made the key first, use theirs.
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => tracing::info!(path = %path.display(), "created a session key"),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+        }
+    }
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "session key file {} may be read by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        ));
+    }
+    read_key_file(path)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// How long a session lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// From login, whatever happens.
+    pub absolute: Duration,
+    /// Without a request.
+    pub idle: Duration,
+    /// How often the session is revalidated at the IdP with its refresh token.
+    pub refresh: Duration,
+}
+
+/// A logged-in browser. Sealed in [`SESSION_COOKIE`].
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The IdP's subject: a refresh must name the same one.
+    pub sub: String,
+    pub user: String,
+    pub groups: Vec<String>,
+    pub email: Option<String>,
+    /// Login time; the absolute expiry counts from here.
+    pub created: u64,
+    /// Last time the cookie was written; the idle expiry counts from here.
+    pub seen: u64,
+    /// When to revalidate with the refresh token.
+    pub refresh_at: u64,
+    /// The IdP's refresh token, if it gave one. Never logged.
+    pub refresh_token: Option<String>,
+}
+
+impl Session {
+    pub fn expired(&self, now: u64, l: &Lifetimes) -> bool {
+        now >= self.created.saturating_add(l.absolute.as_secs())
+            || now >= self.seen.saturating_add(l.idle.as_secs())
+            // From the future: a clock far off, or not ours.
+            || self.seen > now.saturating_add(60)
+    }
+
+    /// Time to write the cookie again, so the idle clock restarts (not on every request).
+    pub fn renew_due(&self, now: u64, l: &Lifetimes) -> bool {
+        now >= self.seen.saturating_add((l.idle.as_secs() / 10).max(1))
+    }
+
+    pub fn refresh_due(&self, now: u64) -> bool {
+        self.refresh_token.is_some() && now >= self.refresh_at
+    }
+
+    /// Seconds the cookie may live: until the absolute expiry.
+    pub fn max_age(&self, now: u64, l: &Lifetimes) -> u64 {
+        self.created
+            .saturating_add(l.absolute.as_secs())
+            .saturating_sub(now)
+    }
+}
+
+/// A login in progress: what the callback must find again. Sealed in [`LOGIN_COOKIE`].
+#[derive(Serialize, Deserialize)]
+pub struct LoginState {
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+    /// A path on this gateway (checked when the login started).
+    pub return_to: String,
+    pub created: u64,
+}
+
+/// How long a login may take, from the redirect to the IdP to the callback.
+pub const LOGIN_TIMEOUT: u64 = 600;
+
+/// Every value of cookie `name` in the request's `Cookie` headers (HTTP/2 may split them).
+pub fn cookie_values<'a>(
+    headers: &'a http::HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// A `Set-Cookie` value for one of our cookies.
+pub fn set_cookie(name: &str, value: &str, max_age: u64) -> String {
+    format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}")
+}
+
+/// A `Set-Cookie` value that removes one of our cookies.
+pub fn clear_cookie(name: &str) -> String {
+    set_cookie(name, "", 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> CookieKey {
+        CookieKey::new(&[b; 32]).unwrap()
+    }
+
+    fn session(now: u64) -> Session {
+        Session {
+            sub: "alice".into(),
+            user: "alice".into(),
+            groups: vec!["hpc-users".into()],
+            email: None,
+            created: now,
+            seen: now,
+            refresh_at: now + 300,
+            refresh_token: Some("rt".into()),
+        }
+    }
+
+    #[test]
+    fn sealed_cookies_open_only_unaltered_with_the_same_key_and_name() {
+        let s = session(1000);
+        let sealed = key(1).seal(SESSION_COOKIE, &s).unwrap();
+        let opened: Session = key(1).open(SESSION_COOKIE, &sealed).unwrap();
+        assert!(opened == s);
+        assert!(key(2).open::<Session>(SESSION_COOKIE, &sealed).is_none());
+        assert!(key(1).open::<Session>(LOGIN_COOKIE, &sealed).is_none());
+        // Any flipped character is refused.
+        for i in [0, sealed.len() / 2, sealed.len() - 1] {
+            let mut bytes = sealed.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            assert!(key(1).open::<Session>(SESSION_COOKIE, &tampered).is_none());
+        }
+        assert!(key(1).open::<Session>(SESSION_COOKIE, "").is_none());
+        assert!(key(1).open::<Session>(SESSION_COOKIE, "!!").is_none());
+        // Fresh nonces: the same session never seals the same way twice.
+        assert_ne!(sealed, key(1).seal(SESSION_COOKIE, &s).unwrap());
+    }
+
+    #[test]
+    fn sessions_expire_absolutely_and_when_idle() {
+        let l = Lifetimes {
+            absolute: Duration::from_secs(3600),
+            idle: Duration::from_secs(600),
+            refresh: Duration::from_secs(300),
+        };
+        let mut s = session(10_000);
+        assert!(!s.expired(10_599, &l));
+        assert!(s.expired(10_600, &l), "idle");
+        s.seen = 13_500;
+        assert!(!s.expired(13_599, &l));
+        assert!(s.expired(13_600, &l), "absolute, although not idle");
+        assert_eq!(s.max_age(13_000, &l), 600);
+        assert!(
+            s.expired(13_439, &l),
+            "written more than a minute in the future"
+        );
+        assert!(!s.renew_due(13_559, &l));
+        assert!(s.renew_due(13_560, &l));
+        assert!(s.refresh_due(10_300) && !s.refresh_due(10_299));
+    }
+
+    #[test]
+    fn cookies_are_found_across_headers() {
+        let mut h = http::HeaderMap::new();
+        h.append("cookie", "a=1; __Host-hpcgate-session=x".parse().unwrap());
+        h.append("cookie", "__Host-hpcgate-session=y".parse().unwrap());
+        let found: Vec<&str> = cookie_values(&h, SESSION_COOKIE).collect();
+        assert_eq!(found, ["x", "y"]);
+        assert_eq!(
+            clear_cookie(LOGIN_COOKIE),
+            "__Host-hpcgate-login=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+        );
+    }
+
+    #[test]
+    fn key_files_are_created_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/session.key");
+        let k1 = load_or_create_key(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(load_or_create_key(&path).unwrap(), k1);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_create_key(&path).unwrap_err().contains("chmod 600"));
+        std::fs::write(dir.path().join("short"), "c2hvcnQ=\n").unwrap();
+        assert!(read_key_file(&dir.path().join("short")).is_err());
+    }
+}
