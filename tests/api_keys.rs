@@ -160,7 +160,9 @@ async fn life_cycle(db_url: &str) {
     .trim()
     .to_string();
     assert_eq!(
-        call(&gw, "/prom/q", ("x-api-key", &scoped)).await.status(),
+        call(&gw, "/prom/api/v1/query?query=up", ("x-api-key", &scoped))
+            .await
+            .status(),
         200
     );
     let r = call(&gw, "/hpc/a", ("x-api-key", &scoped)).await;

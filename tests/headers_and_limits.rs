@@ -49,7 +49,8 @@ async fn each_route_kind_gets_exactly_its_identity_headers() {
     let mut body = format!("[pools.up]\nbackends = [\"http://{}\"]\n", up.addr);
     for (name, kind, extra) in [
         ("generic", "generic", ""),
-        ("prometheus", "prometheus", ""),
+        // Identity headers are under test here, not PromQL (tests/prometheus.rs).
+        ("prometheus", "prometheus", "promql = { mode = \"off\" }\n"),
         ("accounting", "accounting", ""),
         ("slurm", "slurmrestd", ""),
         (
