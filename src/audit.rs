@@ -31,6 +31,9 @@ pub struct Record<'a> {
     pub backend: String,
     pub status: u16,
     pub latency_ms: f64,
+    /// The PromQL (`query` or `match[]`) as it went upstream, after enforcement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promql: Option<&'a str>,
 }
 
 pub struct AuditLog {

@@ -89,6 +89,8 @@ pub struct Ctx {
     denial: Option<(&'static str, Verdict, Caller)>,
     /// A rewritten request body (PromQL enforcement), sent instead of the client's.
     body_replacement: Option<bytes::Bytes>,
+    /// The PromQL that went upstream, for the audit log.
+    promql: Option<String>,
     /// Cookies authentication set (a renewed session), for whatever response goes out.
     set_cookies: SetCookies,
     _in_flight: InFlight,
@@ -236,7 +238,9 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
             let key = crate::authorize::rate_limit::key_for(permit.caller(), ctx.client);
             snap.rate_limits.check(&route.config, &key).await?;
             if route.config.kind == crate::config::RouteKind::Prometheus {
-                ctx.body_replacement = enforce_prometheus(session, &permit, &snap, &path).await?;
+                let (body, promql) = enforce_prometheus(session, &permit, &snap, &path).await?;
+                ctx.body_replacement = body;
+                ctx.promql = promql;
             }
             Ok(Admitted::Proxy(permit))
         }
@@ -255,7 +259,7 @@ async fn enforce_prometheus(
     permit: &Permit,
     snap: &Snapshot,
     path: &str,
-) -> Result<Option<bytes::Bytes>, Rejection> {
+) -> Result<(Option<bytes::Bytes>, Option<String>), Rejection> {
     use crate::enforce::prometheus::{MAX_FORM_BYTES, PromqlMode, enforce};
     let route = &permit.route().config;
     let user = match permit.caller() {
@@ -329,7 +333,8 @@ async fn enforce_prometheus(
             .map_err(|e| Rejection::Internal(format!("rewritten Prometheus URI: {e}")))?;
         session.req_header_mut().set_uri(uri);
     }
-    Ok(plan.body)
+    let promql = (!plan.enforced.is_empty()).then(|| plan.enforced.join(" ; "));
+    Ok((plan.body, promql))
 }
 
 async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&str, String)]) {
@@ -418,6 +423,7 @@ impl ProxyHttp for Gateway {
             decided: false,
             denial: None,
             body_replacement: None,
+            promql: None,
             set_cookies: SetCookies::default(),
             _in_flight: InFlight::start(),
         }
@@ -718,6 +724,7 @@ impl ProxyHttp for Gateway {
                 backend: backend.clone(),
                 status,
                 latency_ms: elapsed.as_secs_f64() * 1000.0,
+                promql: ctx.promql.as_deref(),
             });
         }
         if !ctx.snapshot.access_log {

@@ -47,17 +47,6 @@ async fn call(gw: &Gateway, path: &str, header: (&str, &str)) -> reqwest::Respon
         .unwrap()
 }
 
-/// The newest audit record of `route` (the audit writer is asynchronous: wait a little).
-async fn last_audit(gw: &Gateway, route: &str) -> serde_json::Value {
-    for _ in 0..40 {
-        if let Some(a) = gw.audit().into_iter().rev().find(|a| a["route"] == route) {
-            return a;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no audit record for route {route}");
-}
-
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
@@ -366,7 +355,7 @@ async fn grafana_acts_for_a_user_and_nobody_else_can() {
     assert_eq!(who["data"]["via"], "grafana");
     assert_eq!(who["data"]["method"], "trusted_header");
     assert_eq!(who["data"]["groups"], serde_json::json!([]));
-    let last = last_audit(&gw, "tsdb").await;
+    let last = gw.last_audit("tsdb").await;
     assert_eq!(last["user"], "bob", "{last}");
     assert_eq!(last["via"], "grafana", "{last}");
 
@@ -470,7 +459,7 @@ async fn grafana_proves_itself_with_a_pinned_client_certificate() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().one("x-forwarded-user"), Some("bob"));
-    let last = last_audit(&gw, "tsdb").await;
+    let last = gw.last_audit("tsdb").await;
     assert_eq!(
         (last["user"].as_str(), last["via"].as_str()),
         (Some("bob"), Some("grafana"))

@@ -138,6 +138,8 @@ async fn users_read_only_their_own_series_and_admins_read_all() {
         .await
         .unwrap();
     assert_eq!(owners(&v), vec![bob("2001")]);
+    let audit = gw.last_audit("prometheus").await;
+    assert_eq!(audit["promql"], "job_cpu_seconds{user=\"bob\"}", "{audit}");
     // POST form over h2, as Grafana sends it, with a query that tries `or` to reach further.
     let r = post(
         &gw,

@@ -1050,6 +1050,20 @@ impl Validator {
                 }
             }
             let promql = self.promql(&key, kind, r.promql);
+            let public = r
+                .authenticators
+                .iter()
+                .all(|n| matches!(auths.get(n), Some(Authenticator::None)));
+            if public
+                && !r.authenticators.is_empty()
+                && matches!(promql, crate::enforce::prometheus::PromqlMode::Label { .. })
+            {
+                self.err(
+                    format!("{key}.promql"),
+                    "a public route has no user to confine PromQL to: require authentication, \
+                     or set promql = { mode = \"off\" } to let everyone read everything",
+                );
+            }
             let identity_headers = self.identity_headers(&key, kind, r.identity_headers);
             let rate_limit = self.rate_limit(&key, r.rate_limit);
             let Ok(path_prefix) = prefix else { continue };

@@ -94,6 +94,8 @@ pub struct Plan {
     pub query: Option<String>,
     /// The new form body, when there was one.
     pub body: Option<Bytes>,
+    /// The enforced expressions (`query`, `match[]`), for the audit log.
+    pub enforced: Vec<String>,
 }
 
 /// Checks and rewrites one request. `rel` is the path below the route's prefix, `query` the
@@ -110,6 +112,7 @@ pub fn enforce(
     let unchanged = Plan {
         query: None,
         body: None,
+        enforced: Vec::new(),
     };
     let (PromqlMode::Label { label }, Some(user)) = (mode, user) else {
         return Ok(unchanged);
@@ -151,9 +154,16 @@ pub fn enforce(
         let own = enforce_selector(&format!("{{{label}=\"{user}\"}}"), &e).map_err(refusal)?;
         url_params.push(("match[]".into(), own));
     }
+    let enforced = url_params
+        .iter()
+        .chain(body_params.iter().flatten())
+        .filter(|(k, _)| k == "query" || k == "match[]")
+        .map(|(_, v)| v.clone())
+        .collect();
     Ok(Plan {
         query: Some(encode_form(&url_params)),
         body: body_params.map(|b| Bytes::from(encode_form(&b))),
+        enforced,
     })
 }
 

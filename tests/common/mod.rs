@@ -269,6 +269,17 @@ impl Gateway {
             .collect()
     }
 
+    /// The newest audit record of `route` (the audit writer is asynchronous: waits a little).
+    pub async fn last_audit(&self, route: &str) -> serde_json::Value {
+        for _ in 0..40 {
+            if let Some(a) = self.audit().into_iter().rev().find(|a| a["route"] == route) {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no audit record for route {route}");
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
