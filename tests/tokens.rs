@@ -39,6 +39,17 @@ async fn with_bearer(gw: &Gateway, t: &str) -> reqwest::Response {
         .unwrap()
 }
 
+async fn jwks(gw: &Gateway) -> serde_json::Value {
+    gw.client(false)
+        .get(gw.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn b64(v: &serde_json::Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
@@ -98,15 +109,7 @@ async fn tokens_are_issued_for_passwords_and_accepted_until_they_are_not() {
     );
 
     // The JWKS publishes the key that signed it.
-    let jwks: serde_json::Value = gw
-        .client(false)
-        .get(gw.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = jwks(&gw).await;
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["kid"], header["kid"]);
@@ -243,15 +246,7 @@ async fn rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key() {
     assert_ne!(part(&old, 0)["kid"], part(&new, 0)["kid"]);
     assert_eq!(with_bearer(&gw, &old).await.status(), 200);
     assert_eq!(with_bearer(&gw, &new).await.status(), 200);
-    let jwks: serde_json::Value = gw
-        .client(false)
-        .get(gw.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = jwks(&gw).await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     // Three more rotations: the first key is pruned, and its tokens stop working.
     for _ in 0..3 {
