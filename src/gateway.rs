@@ -210,6 +210,12 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         Ok(permit) => {
             let key = crate::authorize::rate_limit::key_for(permit.caller(), ctx.client);
             snap.rate_limits.check(&route.config, &key).await?;
+            // Enforce, per route kind.
+            if let Some(slurm) = &route.slurm {
+                slurm
+                    .prepare(permit.caller(), &session.req_header().headers)
+                    .await?;
+            }
             Ok(Admitted::Proxy(permit))
         }
         Err(denied) => {
@@ -423,6 +429,25 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Admission::Admitted(permit) = &ctx.admission
+            && permit.route().slurm.is_some()
+            && resp.status.as_u16() >= 500
+        {
+            // slurmrestd reports a bad token and "permission denied" as 500 with errors[]:
+            // the client gets Slurm's answer unchanged; operators get a line and a count.
+            let status = resp.status.as_u16();
+            crate::telemetry::metrics()
+                .slurm_errors
+                .with_label_values(&[ctx.label.as_str(), &status.to_string()])
+                .inc();
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                route = %ctx.label,
+                user = permit.caller().identity().map_or("", |id| id.user()),
+                status,
+                "slurmrestd answered with an error"
+            );
+        }
         Ok(())
     }
 

@@ -20,6 +20,7 @@ pub mod sanitize;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
+pub mod slurm;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -38,6 +38,10 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
             config: r.clone(),
             auth,
             pool,
+            slurm: r
+                .slurm
+                .as_ref()
+                .map(|s| Arc::new(crate::slurm::SlurmGate::new(&r.name, s))),
         }));
     }
     let whoami_auth = auths.route_auth(&config.gateway.authenticators);

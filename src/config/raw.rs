@@ -194,6 +194,43 @@ pub struct Route {
     /// `admin` action in policies rather than `read`/`write`.
     #[serde(default)]
     pub admin_paths: Vec<String>,
+    /// How a `slurmrestd` route tells Slurm who the user is (`[routes.slurm]`); only for
+    /// that kind, and required by it.
+    pub slurm: Option<SlurmRoute>,
+}
+
+/// `[routes.slurm]`: the Slurm step of a `kind = "slurmrestd"` route. It sends
+/// `X-SLURM-USER-NAME: <user>` and `X-SLURM-USER-TOKEN: <token>`, where the token depends on
+/// `token_mode`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmRoute {
+    /// `mint` (default): sign a short-lived HS256 token per user with Slurm's own key;
+    /// `impersonate`: send one token of the SlurmUser (from `token_file`) for every user;
+    /// `passthrough`: send the user's own IdP bearer token (Slurm configured with JWKS).
+    pub token_mode: Option<String>,
+    /// `mint`: Slurm's `jwt_hs256.key` (the `AuthAltParameters=jwt_key=` file). Root-
+    /// equivalent: refused if group or others may read it.
+    pub jwt_key_file: Option<String>,
+    /// `impersonate`: a file holding a token of the SlurmUser (or root), e.g. written by
+    /// `scontrol token username=slurm lifespan=…` from cron. Re-read every 30s, so a renewed
+    /// token is picked up; refused if group or others may read it.
+    pub token_file: Option<String>,
+    /// `mint`: lifetime of a minted token (default 10m, 30s to 24h). A user's token is cached
+    /// and replaced a quarter of its lifetime (at most 1m) before it expires.
+    pub token_lifetime: Option<String>,
+    /// `mint`: claim names, for Slurm versions that read others (defaults: Slurm 22.05's
+    /// `sun`, `iat`, `exp`).
+    pub user_claim: Option<String>,
+    pub issued_at_claim: Option<String>,
+    pub expires_claim: Option<String>,
+    /// Gateway user name → Slurm (POSIX) user name; users not listed keep their name. A name
+    /// that is not a valid POSIX user name is refused with 403.
+    #[serde(default)]
+    pub user_map: BTreeMap<String, String>,
+    /// Treat `/slurm/v*/diag` and `/slurmdb/v*/diag` as admin paths (default false).
+    #[serde(default)]
+    pub admin_diag: bool,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
