@@ -190,12 +190,10 @@ async fn a_directory_that_is_down_or_silent_gets_503_never_200() {
 async fn directory_users_get_a_gateway_token_with_their_groups() {
     let ldap = RealServer::start("slapd");
     let up = Recorder::start(Duration::ZERO).await;
-    let body = ldap_body(&ldap, ldap.get("LDAP_URL"), &up, "")
-        .replace(
-            "authenticators = [\"directory\"]",
-            "authenticators = [\"tokens\"]",
-        )
-        + "[authenticators.tokens]\ntype = \"gateway_jwt\"\n\
+    let body = ldap_body(&ldap, ldap.get("LDAP_URL"), &up, "").replace(
+        "authenticators = [\"directory\"]",
+        "authenticators = [\"tokens\"]",
+    ) + "[authenticators.tokens]\ntype = \"gateway_jwt\"\n\
            [tokens]\nauthenticators = [\"directory\"]\n";
     let gw = Gateway::start(Setup {
         body,
