@@ -290,6 +290,15 @@ impl SlurmGate {
             .caller()
             .identity()
             .ok_or("a slurmrestd request without a user")?;
+        self.write_headers_for(req, id, client_headers)
+    }
+
+    fn write_headers_for(
+        &self,
+        req: &mut RequestHeader,
+        id: &Identity,
+        client_headers: &http::HeaderMap,
+    ) -> Result<(), String> {
         let user = self.user_for(id).map_err(|r| r.detail().to_string())?;
         let token: Arc<str> = match &self.config.mode {
             SlurmTokenMode::Mint { .. } => self.minted(user)?,
@@ -350,6 +359,102 @@ fn user_bearer<'a>(id: &Identity, headers: &'a http::HeaderMap) -> Option<&'a st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SlurmClaims;
+
+    fn gate(mode: SlurmTokenMode, user_claim: &str) -> SlurmGate {
+        SlurmGate::new(
+            "slurm",
+            &SlurmRoute {
+                mode,
+                token_lifetime: Duration::from_secs(300),
+                claims: SlurmClaims {
+                    user: user_claim.into(),
+                    issued_at: "iat".into(),
+                    expires: "exp".into(),
+                },
+                user_map: [("alice.smith".to_string(), "alice".to_string())].into(),
+                admin_diag: false,
+            },
+        )
+    }
+
+    fn headers(g: &SlurmGate, id: &Identity, auth: Option<&str>) -> (String, String) {
+        let mut client = http::HeaderMap::new();
+        if let Some(a) = auth {
+            client.insert("authorization", a.parse().unwrap());
+        }
+        let mut req = RequestHeader::build("GET", b"/slurm/v0.0.38/ping", None).unwrap();
+        g.write_headers_for(&mut req, id, &client).unwrap();
+        let h = |n: &str| req.headers.get(n).unwrap().to_str().unwrap().to_string();
+        (h(USER_HEADER), h(TOKEN_HEADER))
+    }
+
+    #[test]
+    fn minted_tokens_carry_slurms_claims_and_are_cached_per_user() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let g = gate(
+            SlurmTokenMode::Mint {
+                key: JwtKey::new(key.to_vec()),
+            },
+            "sun",
+        );
+        let alice = Identity::for_test("alice.smith", &[]);
+        let (user, token) = headers(&g, &alice, None);
+        assert_eq!(user, "alice");
+        let mut v = jsonwebtoken::Validation::new(Algorithm::HS256);
+        v.set_required_spec_claims(&["exp", "iat", "sun"]);
+        let claims = jsonwebtoken::decode::<serde_json::Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(key),
+            &v,
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(claims["sun"], "alice");
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            300
+        );
+        // The same token until shortly before it expires; another user gets another.
+        assert_eq!(headers(&g, &alice, None).1, token);
+        let bob = headers(&g, &Identity::for_test("bob", &[]), None);
+        assert_eq!(bob.0, "bob");
+        assert_ne!(bob.1, token);
+        // Newer Slurm: other claim names.
+        let g = gate(
+            SlurmTokenMode::Mint {
+                key: JwtKey::new(key.to_vec()),
+            },
+            "username",
+        );
+        let (_, token) = headers(&g, &alice, None);
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["username"], "alice");
+        assert!(claims.get("sun").is_none());
+    }
+
+    #[test]
+    fn passthrough_sends_the_callers_bearer_token_as_the_slurm_token() {
+        let g = gate(SlurmTokenMode::Passthrough, "sun");
+        let id = Identity::for_test("bob", &[]);
+        let (user, token) = headers(&g, &id, Some("Bearer eyJidp.token.sig"));
+        assert_eq!((user.as_str(), token.as_str()), ("bob", "eyJidp.token.sig"));
+    }
+
+    #[test]
+    fn names_slurm_cannot_take_are_refused() {
+        let g = gate(SlurmTokenMode::Passthrough, "sun");
+        let r = g
+            .user_for(&Identity::for_test("bob smith", &[]))
+            .unwrap_err();
+        assert_eq!(r.status(), 403);
+    }
 
     #[test]
     fn posix_names() {
