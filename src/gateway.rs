@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub token_issuer: Option<Arc<crate::tokens::TokenIssuer>>,
     /// Published at `/.well-known/jwks.json` when tokens are issued or accepted.
     pub signing_keys: Option<Arc<crate::tokens::SigningKeys>>,
+    /// Every upstream pool, for health checks and `/-/status`.
+    pub pools: Vec<crate::health::Target>,
 }
 
 pub struct Gateway {
@@ -152,7 +154,10 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         let ep = Endpoint::parse(&path)?;
         ctx.label = ep.name().to_string();
         // Probes are not decisions about anyone: they stay out of the audit log.
-        ctx.decided = matches!(ep, Endpoint::Whoami | Endpoint::Metrics | Endpoint::Token);
+        ctx.decided = matches!(
+            ep,
+            Endpoint::Whoami | Endpoint::Metrics | Endpoint::Token | Endpoint::Status
+        );
         let method = &session.req_header().method;
         let wanted = ep.method();
         if method != wanted && !(wanted == http::Method::GET && method == http::Method::HEAD) {
@@ -163,7 +168,7 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         }
         let auth = match ep {
             Endpoint::Healthz | Endpoint::Ready | Endpoint::Jwks => Some(&RouteAuth::Public),
-            Endpoint::Whoami => snap.whoami_auth.as_ref(),
+            Endpoint::Whoami | Endpoint::Status => snap.whoami_auth.as_ref(),
             Endpoint::Metrics => snap.metrics_auth.as_ref(),
             Endpoint::Token => snap.token_auth.as_ref(),
         };

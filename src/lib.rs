@@ -14,6 +14,7 @@ pub mod demo;
 pub mod endpoints;
 pub mod error;
 pub mod gateway;
+pub mod health;
 pub mod rewrite;
 pub mod route;
 pub mod sanitize;

@@ -1,7 +1,9 @@
 //! The slurmrestd front door against a real one-node Slurm 22.05 cluster
 //! (tests/servers/slurm.sh): users authenticated by the gateway submit, list and cancel jobs
 //! through it, Slurm decides whose jobs they are, and nothing unauthenticated reaches
-//! slurmrestd (counted in slurmrestd's own log, which has a line per request it receives).
+//! slurmrestd (counted in slurmrestd's own log, which has a line per request it receives);
+//! the three token modes; health checks with Slurm's `ping` and `/-/status` while slurmrestd
+//! is killed and restarted.
 
 mod common;
 
@@ -15,12 +17,23 @@ const V: &str = "v0.0.38";
 /// A gateway in front of the cluster: route `/hpcgate` (the cluster's name, stripped) with
 /// the given `[routes.slurm]` lines.
 fn body(slurm: &RealServer, route_slurm: &str) -> String {
+    body_with_pool(slurm, route_slurm, &[], "")
+}
+
+/// `body` with more backends in the pool and more lines in its table.
+fn body_with_pool(
+    slurm: &RealServer,
+    route_slurm: &str,
+    more_backends: &[&str],
+    pool_extra: &str,
+) -> String {
+    let mut backends = vec![slurm.get("SLURMRESTD_URL")];
+    backends.extend_from_slice(more_backends);
     format!(
-        "[pools.slurm]\nbackends = [\"{}\"]\n\n\
+        "[pools.slurm]\nbackends = {backends:?}\n{pool_extra}\n\
          [[routes]]\nname = \"hpcgate\"\npath_prefix = \"/hpcgate\"\nstrip_prefix = true\n\
          pool = \"slurm\"\nkind = \"slurmrestd\"\nauthenticators = [\"local\"]\n\n\
-         [routes.slurm]\n{route_slurm}\n",
-        slurm.get("SLURMRESTD_URL")
+         [routes.slurm]\n{route_slurm}\n"
     )
 }
 
@@ -508,4 +521,119 @@ fn a_slurm_key_that_others_can_read_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// The pool's backends in `/-/status`.
+async fn status_of_all(gw: &Gateway) -> Vec<serde_json::Value> {
+    let r = gw
+        .client(false)
+        .get(gw.url("/-/status"))
+        .header("authorization", basic("bob", BOB_PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["data"]["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "slurm")
+        .unwrap()["backends"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The first backend (the real slurmrestd) in `/-/status`.
+async fn status_of(gw: &Gateway) -> serde_json::Value {
+    status_of_all(gw).await[0].clone()
+}
+
+async fn wait_state(gw: &Gateway, state: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let b = status_of(gw).await;
+        if b["state"] == state {
+            return b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {state} within {within:?}: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_slurmrestd_is_down_within_one_check_gets_503_and_comes_back() {
+    let slurm = RealServer::start("slurm");
+    // An HA pair whose second member never came up.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gw = Gateway::start(Setup {
+        body: body_with_pool(
+            &slurm,
+            &format!("jwt_key_file = \"{}\"", slurm.get("SLURM_JWT_KEY")),
+            &[dead.as_str()],
+            &format!(
+                "[pools.slurm.health_check]\npath = \"/slurm/{V}/ping\"\ninterval = \"1s\"\n\
+                 timeout = \"500ms\"\n"
+            ),
+        ),
+        ..Default::default()
+    })
+    .await;
+    let ping = gw.url(&format!("/hpcgate/slurm/{V}/ping"));
+    let get_ping = || {
+        gw.client(false)
+            .get(&ping)
+            .header("authorization", basic("bob", BOB_PW))
+            .send()
+    };
+
+    // Up, with the controller's own ping answer.
+    let b = wait_state(&gw, "up", Duration::from_secs(5)).await;
+    assert_eq!(b["address"], slurm.get("SLURMRESTD_URL"));
+    assert_eq!(b["slurm_ping"][0]["ping"], "UP", "{b}");
+    assert!(
+        b["latency_ms"].as_f64().is_some() && b["last_check"].is_string(),
+        "{b}"
+    );
+    let all = status_of_all(&gw).await;
+    assert_eq!(all[1]["address"], dead.as_str());
+    assert_eq!(all[1]["state"], "down", "{all:?}");
+    // Every request goes to the member that is up.
+    for _ in 0..4 {
+        assert_eq!(get_ping().await.unwrap().status(), 200);
+    }
+
+    // Killed: down within one interval (+ the check's timeout), and requests get 503 JSON.
+    let pid_file = slurm.get("SLURMRESTD_PID_FILE").to_string();
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    let killed = Instant::now();
+    let b = wait_state(&gw, "down", Duration::from_millis(2500)).await;
+    assert!(b["error"].is_string(), "{b}");
+    eprintln!("down after {:?}", killed.elapsed());
+    expect_error(get_ping().await.unwrap(), 503, "unavailable").await;
+
+    // Restarted (as slurm.sh starts it): up again, and requests pass.
+    let port = slurm.get("SLURMRESTD_PORT");
+    let log = format!("{}/slurmrestd.log", slurm.get("SLURM_LOG_DIR"));
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "SLURM_JWT=daemon setsid slurmrestd -u slurmrest -a rest_auth/jwt \
+             -s openapi/{V},openapi/db{V} 127.0.0.1:{port} </dev/null >>{log} 2>&1 & \
+             echo $! > {pid_file}"
+        ))
+        .env("SLURM_CONF", slurm.get("SLURM_CONF"))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    wait_state(&gw, "up", Duration::from_secs(5)).await;
+    assert_eq!(get_ping().await.unwrap().status(), 200);
 }

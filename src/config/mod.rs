@@ -153,6 +153,16 @@ pub struct Pool {
     pub tls_server_name: Option<String>,
     pub authorization: Option<Secret>,
     pub fail_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Active health checks of a pool's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Starts with `/`; may carry a query.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 #[allow(
@@ -264,6 +274,8 @@ pub struct SlurmRoute {
     /// Gateway user → Slurm user; every value is a valid POSIX name.
     pub user_map: BTreeMap<String, String>,
     pub admin_diag: bool,
+    /// The Slurm user of health checks.
+    pub health_user: String,
 }
 
 /// How the user is proven to Slurm.

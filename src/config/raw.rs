@@ -70,6 +70,23 @@ pub struct Pool {
     pub authorization_file: Option<String>,
     /// After a failed connection, how long a backend is skipped (pools of 2+ backends).
     pub fail_timeout: Option<String>,
+    /// Active health checks of every backend (`[pools.NAME.health_check]`).
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `GET path` on each backend every `interval`; a backend that does not answer 2xx within
+/// `timeout` gets no requests until it does again (even the only backend of a pool: its
+/// requests get 503). For pools behind `slurmrestd` routes, the check carries a Slurm token
+/// for `[routes.slurm] health_user`, and `/-/status` shows the controller's ping answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// E.g. `/slurm/v0.0.38/ping` for slurmrestd, `/-/ready` for Prometheus.
+    pub path: String,
+    /// Default 5s.
+    pub interval: Option<String>,
+    /// Default 2s; at most `interval`.
+    pub timeout: Option<String>,
 }
 
 #[allow(
@@ -231,6 +248,8 @@ pub struct SlurmRoute {
     /// Treat `/slurm/v*/diag` and `/slurmdb/v*/diag` as admin paths (default false).
     #[serde(default)]
     pub admin_diag: bool,
+    /// The user the pool's health check acts as (default `root`; `mint` and `impersonate`).
+    pub health_user: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -610,6 +610,7 @@ impl Validator {
             tls_server_name: p.tls_server_name,
             authorization,
             fail_timeout,
+            health_check: self.health_check(&key, p.health_check),
         }
     }
 

@@ -252,6 +252,26 @@ impl SlurmGate {
         }
     }
 
+    /// The Slurm headers of a health check: the `health_user` (mint) or the SlurmUser token
+    /// (impersonate); `None` in passthrough mode (there is no user to borrow a token from).
+    pub async fn health_headers(&self) -> Result<Option<(String, String)>, String> {
+        let user = self.config.health_user.clone();
+        match &self.config.mode {
+            SlurmTokenMode::Mint { .. } => {
+                let token = self.minted(&user)?.to_string();
+                Ok(Some((user, token)))
+            }
+            SlurmTokenMode::Impersonate { .. } => {
+                let t = self
+                    .impersonation_token()
+                    .await
+                    .map_err(|r| r.detail().to_string())?;
+                Ok(Some((user, t.0.expose().to_string())))
+            }
+            SlurmTokenMode::Passthrough => Ok(None),
+        }
+    }
+
     /// A minted token for `user`, from the cache while it has time left.
     fn minted(&self, user: &str) -> Result<Arc<str>, String> {
         if let Some(t) = self.cache.get(user) {
@@ -374,6 +394,7 @@ mod tests {
                 },
                 user_map: [("alice.smith".to_string(), "alice".to_string())].into(),
                 admin_diag: false,
+                health_user: "root".into(),
             },
         )
     }

@@ -1,6 +1,7 @@
 //! Checks for `[routes.slurm]`, the Slurm step of `kind = "slurmrestd"` routes: the token
 //! mode, the key or token file (root-equivalent, so refused if group or others may read it),
-//! claim names, token lifetime and the user map.
+//! claim names, token lifetime, the user map; and for `[pools.NAME.health_check]`, which
+//! slurmrestd pools use with their `ping` endpoint.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use super::Validator;
 use crate::config::{
-    Authenticator, RouteKind, SlurmClaims, SlurmRoute, SlurmTokenMode, raw, resolve_path,
+    Authenticator, HealthCheck, RouteKind, SlurmClaims, SlurmRoute, SlurmTokenMode, raw,
+    resolve_path,
 };
 
 /// Refuses a file that group or others may read or write: it is worth root on the cluster.
@@ -31,6 +33,46 @@ fn private_file(path: &Path, what: &str) -> Result<(), String> {
 }
 
 impl Validator {
+    /// `[pools.NAME.health_check]`.
+    pub(super) fn health_check(
+        &mut self,
+        key: &str,
+        raw: Option<raw::HealthCheck>,
+    ) -> Option<HealthCheck> {
+        let raw = raw?;
+        let key = format!("{key}.health_check");
+        if !raw.path.starts_with('/') || raw.path.chars().any(|c| c.is_control() || c == ' ') {
+            self.err(
+                format!("{key}.path"),
+                "must be a request path starting with /, e.g. /slurm/v0.0.38/ping",
+            );
+        }
+        let interval = self.duration(
+            &format!("{key}.interval"),
+            raw.interval.as_deref(),
+            Duration::from_secs(5),
+        );
+        let timeout = self.duration(
+            &format!("{key}.timeout"),
+            raw.timeout.as_deref(),
+            Duration::from_secs(2),
+        );
+        if interval < Duration::from_millis(100) {
+            self.err(format!("{key}.interval"), "must be at least 100ms");
+        }
+        if timeout.is_zero() || timeout > interval {
+            self.err(
+                format!("{key}.timeout"),
+                "must be greater than 0 and at most the interval",
+            );
+        }
+        Some(HealthCheck {
+            path: raw.path,
+            interval,
+            timeout,
+        })
+    }
+
     pub(super) fn slurm_route(
         &mut self,
         key: &str,
@@ -120,6 +162,13 @@ impl Validator {
                 "must differ from user_claim and issued_at_claim",
             );
         }
+        let health_user = raw.health_user.unwrap_or_else(|| "root".into());
+        if !crate::slurm::is_posix_name(&health_user) {
+            self.err(
+                format!("{key}.health_user"),
+                format!("`{health_user}` is not a valid POSIX user name"),
+            );
+        }
         for (from, to) in &raw.user_map {
             if !crate::slurm::is_posix_name(to) {
                 self.err(
@@ -134,6 +183,7 @@ impl Validator {
             claims,
             user_map: raw.user_map,
             admin_diag: raw.admin_diag,
+            health_user,
         })
     }
 
