@@ -216,10 +216,20 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
             let key = crate::authorize::rate_limit::key_for(permit.caller(), ctx.client);
             snap.rate_limits.check(&route.config, &key).await?;
             // Enforce, per route kind.
-            if let Some(slurm) = &route.slurm {
-                slurm
+            if let Some(slurm) = &route.slurm
+                && let Err(r) = slurm
                     .prepare(permit.caller(), &session.req_header().headers)
-                    .await?;
+                    .await
+            {
+                // Policy allowed it (the verdict says so); the audit line still names who
+                // was refused, and the reason is the Slurm step's.
+                let verdict = permit.verdict().cloned().unwrap_or(Verdict {
+                    allow: true,
+                    policies: Vec::new(),
+                    errors: Vec::new(),
+                });
+                ctx.denial = Some((permit.action().as_str(), verdict, permit.caller().clone()));
+                return Err(r);
             }
             Ok(Admitted::Proxy(permit))
         }
@@ -577,6 +587,8 @@ impl ProxyHttp for Gateway {
             let reason = match (&ctx.admission, &ctx.denial) {
                 (Admission::Admitted(p), _) if p.verdict().is_none() => "public route".to_string(),
                 (Admission::Admitted(_), _) | (Admission::Served(_), _) => reason.clone(),
+                // Allowed by policy, refused by a later step (the Slurm step).
+                (_, Some((_, v, _))) if v.allow => reason.clone(),
                 (_, Some((_, v, _))) if !v.errors.is_empty() => {
                     format!("policy evaluation error: {}", v.errors.join("; "))
                 }

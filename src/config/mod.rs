@@ -276,6 +276,8 @@ pub struct SlurmRoute {
     pub admin_diag: bool,
     /// The Slurm user of health checks.
     pub health_user: String,
+    /// Slurm users nobody may act as (403).
+    pub denied_users: Vec<String>,
 }
 
 /// How the user is proven to Slurm.

@@ -250,6 +250,10 @@ pub struct SlurmRoute {
     pub admin_diag: bool,
     /// The user the pool's health check acts as (default `root`; `mint` and `impersonate`).
     pub health_user: Option<String>,
+    /// Slurm users nobody may act as through the gateway, even if a directory has a user of
+    /// that name or `user_map` leads there (default `["root"]`: root, like the SlurmUser, can
+    /// act for anyone in Slurm).
+    pub denied_users: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

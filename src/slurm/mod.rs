@@ -148,7 +148,11 @@ impl SlurmGate {
             .get(id.user())
             .map(String::as_str)
             .unwrap_or(id.user());
-        if is_posix_name(name) {
+        if self.config.denied_users.iter().any(|d| d == name) {
+            Err(Rejection::Forbidden(format!(
+                "the Slurm user `{name}` may not be used through the gateway"
+            )))
+        } else if is_posix_name(name) {
             Ok(name)
         } else {
             Err(Rejection::Forbidden(format!(
@@ -395,6 +399,7 @@ mod tests {
                 user_map: [("alice.smith".to_string(), "alice".to_string())].into(),
                 admin_diag: false,
                 health_user: "root".into(),
+                denied_users: vec!["root".into()],
             },
         )
     }
@@ -474,6 +479,9 @@ mod tests {
         let r = g
             .user_for(&Identity::for_test("bob smith", &[]))
             .unwrap_err();
+        assert_eq!(r.status(), 403);
+        // root (say, a directory user of that name) is never acted as.
+        let r = g.user_for(&Identity::for_test("root", &[])).unwrap_err();
         assert_eq!(r.status(), 403);
     }
 

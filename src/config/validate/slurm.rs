@@ -184,6 +184,7 @@ impl Validator {
             user_map: raw.user_map,
             admin_diag: raw.admin_diag,
             health_user,
+            denied_users: raw.denied_users.unwrap_or_else(|| vec!["root".into()]),
         })
     }
 
