@@ -473,6 +473,60 @@ mod tests {
         assert_eq!((user.as_str(), token.as_str()), ("bob", "eyJidp.token.sig"));
     }
 
+    fn jwt_with_exp(exp: i64) -> String {
+        let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.c2ln",
+            enc(r#"{"alg":"HS256","typ":"JWT"}"#),
+            enc(&format!(r#"{{"exp":{exp},"sun":"root"}}"#))
+        )
+    }
+
+    #[tokio::test]
+    async fn impersonation_uses_the_files_token_and_refuses_an_expired_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let good = jwt_with_exp(now_secs() + 3600);
+        std::fs::write(&file, format!("SLURM_JWT={good}\n")).unwrap();
+        let g = gate(
+            SlurmTokenMode::Impersonate {
+                token_file: file.clone(),
+            },
+            "sun",
+        );
+        let alice = Caller::User(Identity::for_test("alice", &[]));
+        g.prepare(&alice, &http::HeaderMap::new()).await.unwrap();
+        let id = Identity::for_test("alice", &[]);
+        assert_eq!(headers(&g, &id, None), ("alice".into(), good));
+        assert_eq!(
+            g.health_headers().await.unwrap().unwrap().0,
+            "root",
+            "checks act as health_user"
+        );
+
+        // An expired token (re-read after TOKEN_FILE_RELOAD): 503, never a pass.
+        let g = gate(
+            SlurmTokenMode::Impersonate {
+                token_file: file.clone(),
+            },
+            "sun",
+        );
+        std::fs::write(&file, jwt_with_exp(now_secs() - 1)).unwrap();
+        let r = g
+            .prepare(&alice, &http::HeaderMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(r.status(), 503);
+        // A missing file and no token yet: 503 as well.
+        std::fs::remove_file(&file).unwrap();
+        let g = gate(SlurmTokenMode::Impersonate { token_file: file }, "sun");
+        let r = g
+            .prepare(&alice, &http::HeaderMap::new())
+            .await
+            .unwrap_err();
+        assert_eq!(r.status(), 503);
+    }
+
     #[test]
     fn names_slurm_cannot_take_are_refused() {
         let g = gate(SlurmTokenMode::Passthrough, "sun");
