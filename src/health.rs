@@ -263,7 +263,8 @@ pub fn status(targets: &[Target]) -> Value {
                 .collect();
             json!({
                 "name": p.config.name,
-                "kind": if t.slurm.is_some() { "slurmrestd" } else { "generic" },
+                // Behind a slurmrestd route: its checks carry a Slurm token.
+                "slurmrestd": t.slurm.is_some(),
                 "health_check": p.config.health_check.as_ref().map(|h| json!({
                     "path": h.path,
                     "interval_seconds": h.interval.as_secs_f64(),
