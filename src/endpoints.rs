@@ -1,4 +1,5 @@
 //! The gateway's own endpoints: `/-/healthz`, `/-/ready`, `/-/whoami`, `/-/metrics`,
+//! `/-/status` (every upstream pool and its backends' health),
 //! `POST /auth/token` and `/.well-known/jwks.json`.
 
 use bytes::Bytes;
@@ -32,6 +33,8 @@ pub enum Endpoint {
     Ready,
     Whoami,
     Metrics,
+    /// Every pool with each backend's state, last check and latency (and Slurm's ping).
+    Status,
     /// `POST /auth/token`: a gateway-signed JWT for Basic credentials.
     Token,
     /// `/.well-known/jwks.json`: the public keys of those tokens.
@@ -56,11 +59,12 @@ impl Endpoint {
             "/-/ready" => Ok(Endpoint::Ready),
             "/-/whoami" => Ok(Endpoint::Whoami),
             "/-/metrics" => Ok(Endpoint::Metrics),
+            "/-/status" => Ok(Endpoint::Status),
             "/auth/token" => Ok(Endpoint::Token),
             JWKS_PATH => Ok(Endpoint::Jwks),
             _ => Err(Rejection::NotFound(format!(
                 "no gateway endpoint {path}; there are /-/healthz, /-/ready, /-/whoami, \
-                 /-/metrics, /auth/token and {JWKS_PATH}"
+                 /-/metrics, /-/status, /auth/token and {JWKS_PATH}"
             ))),
         }
     }
@@ -71,6 +75,7 @@ impl Endpoint {
             Endpoint::Ready => "-/ready",
             Endpoint::Whoami => "-/whoami",
             Endpoint::Metrics => "-/metrics",
+            Endpoint::Status => "-/status",
             Endpoint::Token => "auth/token",
             Endpoint::Jwks => "jwks",
         }
@@ -107,6 +112,7 @@ impl Endpoint {
                            "error": "authentication required"}),
                 ),
             },
+            Endpoint::Status => Reply::json(200, crate::health::status(&snap.pools)),
             Endpoint::Metrics => Reply {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",

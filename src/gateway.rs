@@ -51,6 +51,8 @@ pub struct Snapshot {
     pub signing_keys: Option<Arc<crate::tokens::SigningKeys>>,
     /// The browser login and its `/auth/…` pages, if configured.
     pub login: Option<Arc<OidcLogin>>,
+    /// Every upstream pool, for health checks and `/-/status`.
+    pub pools: Vec<crate::health::Target>,
 }
 
 pub struct Gateway {
@@ -179,7 +181,10 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         let ep = Endpoint::parse(&path)?;
         ctx.label = ep.name().to_string();
         // Probes are not decisions about anyone: they stay out of the audit log.
-        ctx.decided = matches!(ep, Endpoint::Whoami | Endpoint::Metrics | Endpoint::Token);
+        ctx.decided = matches!(
+            ep,
+            Endpoint::Whoami | Endpoint::Metrics | Endpoint::Token | Endpoint::Status
+        );
         let method = &session.req_header().method;
         let wanted = ep.method();
         if method != wanted && !(wanted == http::Method::GET && method == http::Method::HEAD) {
@@ -190,7 +195,7 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         }
         let auth = match ep {
             Endpoint::Healthz | Endpoint::Ready | Endpoint::Jwks => Some(&RouteAuth::Public),
-            Endpoint::Whoami => snap.whoami_auth.as_ref(),
+            Endpoint::Whoami | Endpoint::Status => snap.whoami_auth.as_ref(),
             Endpoint::Metrics => snap.metrics_auth.as_ref(),
             Endpoint::Token => snap.token_auth.as_ref(),
         };
@@ -241,6 +246,22 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
                 let (body, promql) = enforce_prometheus(session, &permit, &snap, &path).await?;
                 ctx.body_replacement = body;
                 ctx.promql = promql;
+            }
+            // Enforce, per route kind.
+            if let Some(slurm) = &route.slurm
+                && let Err(r) = slurm
+                    .prepare(permit.caller(), &session.req_header().headers)
+                    .await
+            {
+                // Policy allowed it (the verdict says so); the audit line still names who
+                // was refused, and the reason is the Slurm step's.
+                let verdict = permit.verdict().cloned().unwrap_or(Verdict {
+                    allow: true,
+                    policies: Vec::new(),
+                    errors: Vec::new(),
+                });
+                ctx.denial = Some((permit.action().as_str(), verdict, permit.caller().clone()));
+                return Err(r);
             }
             Ok(Admitted::Proxy(permit))
         }
@@ -576,6 +597,25 @@ impl ProxyHttp for Gateway {
         for c in ctx.set_cookies.take() {
             resp.append_header("set-cookie", c)?;
         }
+        if let Admission::Admitted(permit) = &ctx.admission
+            && permit.route().slurm.is_some()
+            && resp.status.as_u16() >= 500
+        {
+            // slurmrestd reports a bad token and "permission denied" as 500 with errors[]:
+            // the client gets Slurm's answer unchanged; operators get a line and a count.
+            let status = resp.status.as_u16();
+            crate::telemetry::metrics()
+                .slurm_errors
+                .with_label_values(&[ctx.label.as_str(), &status.to_string()])
+                .inc();
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                route = %ctx.label,
+                user = permit.caller().identity().map_or("", |id| id.user()),
+                status,
+                "slurmrestd answered with an error"
+            );
+        }
         Ok(())
     }
 
@@ -700,6 +740,8 @@ impl ProxyHttp for Gateway {
             let reason = match (&ctx.admission, &ctx.denial) {
                 (Admission::Admitted(p), _) if p.verdict().is_none() => "public route".to_string(),
                 (Admission::Admitted(_), _) | (Admission::Served(_), _) => reason.clone(),
+                // Allowed by policy, refused by a later step (the Slurm step).
+                (_, Some((_, v, _))) if v.allow => reason.clone(),
                 (_, Some((_, v, _))) if !v.errors.is_empty() => {
                     format!("policy evaluation error: {}", v.errors.join("; "))
                 }

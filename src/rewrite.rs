@@ -106,6 +106,15 @@ pub fn rewrite(
         set(req, "host", &host)?;
     }
 
+    // Slurm: the user's name and the token that proves it (before the client's credentials
+    // go: passthrough forwards the client's bearer token as the Slurm token).
+    if let Some(slurm) = &entry.slurm {
+        let client = req.headers.clone();
+        slurm
+            .write_headers(req, permit, &client)
+            .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
+    }
+
     // Credentials: Basic never goes upstream; a bearer token only where the route says so,
     // and never one of the gateway's own (API keys, gateway tokens, a trusted service's).
     let ours = permit.caller().identity().is_some_and(|id| {

@@ -12,6 +12,8 @@ pub struct RouteEntry {
     pub config: Route,
     pub auth: RouteAuth,
     pub pool: Arc<Pool>,
+    /// The Slurm step (`slurmrestd` routes only).
+    pub slurm: Option<Arc<crate::slurm::SlurmGate>>,
 }
 
 pub struct Router {

@@ -38,8 +38,23 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
             config: r.clone(),
             auth,
             pool,
+            slurm: r
+                .slurm
+                .as_ref()
+                .map(|s| Arc::new(crate::slurm::SlurmGate::new(&r.name, s))),
         }));
     }
+    let targets = pools
+        .values()
+        .map(|pool| crate::health::Target {
+            pool: pool.clone(),
+            // A slurmrestd route in front of the pool lends the check its Slurm token.
+            slurm: routes
+                .iter()
+                .find(|r| Arc::ptr_eq(&r.pool, pool) && r.slurm.is_some())
+                .and_then(|r| r.slurm.clone()),
+        })
+        .collect();
     let whoami_auth = auths.route_auth(&config.gateway.authenticators);
     let token_auth = auths.route_auth(&config.tokens.authenticators);
     let token_issuer = match (&token_auth, &auths.signing_keys) {
@@ -78,6 +93,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
         token_issuer,
         signing_keys: auths.signing_keys.clone(),
         login: auths.login(),
+        pools: targets,
     })
 }
 
@@ -177,6 +193,9 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let checker = crate::health::HealthChecker {
+        targets: snap.pools.clone(),
+    };
     let mut svc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         Gateway::new(snap),
@@ -209,6 +228,10 @@ pub fn run(
         }
     }
     server.add_service(svc);
+    server.add_service(pingora::services::background::background_service(
+        "health-checks",
+        checker,
+    ));
     for (i, b) in extra.into_iter().enumerate() {
         server.add_service(pingora::services::background::background_service(
             &format!("background-{i}"),

@@ -39,6 +39,11 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
     pub auth: IntCounterVec,
+    /// Slurm tokens minted, by route.
+    pub slurm_tokens: IntCounterVec,
+    /// slurmrestd answers with an error status (it reports bad tokens and "permission
+    /// denied" as 500), by route and status.
+    pub slurm_errors: IntCounterVec,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -79,11 +84,30 @@ pub fn metrics() -> &'static Metrics {
             &["authenticator", "result"],
         )
         .expect("static metric definition");
+        let slurm_tokens = IntCounterVec::new(
+            Opts::new(
+                "slurm_tokens_minted_total",
+                "Slurm JWTs minted for users (cache misses), by route",
+            ),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let slurm_errors = IntCounterVec::new(
+            Opts::new(
+                "slurm_errors_total",
+                "slurmrestd answers of status 500 or more, passed to the client unchanged, by \
+                 route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(auth.clone()),
+            Box::new(slurm_tokens.clone()),
+            Box::new(slurm_errors.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -93,6 +117,8 @@ pub fn metrics() -> &'static Metrics {
             duration,
             upstream_errors,
             auth,
+            slurm_tokens,
+            slurm_errors,
         }
     })
 }

@@ -2,7 +2,9 @@
 //! recently refused connections (passive marking, like nginx's `fail_timeout`).
 //!
 //! A pool of one backend never marks it down: its errors are reported as they happen (502,
-//! 504). When every backend of a larger pool is marked down, the request gets 503.
+//! 504). When every backend of a larger pool is marked down, the request gets 503. Active
+//! health checks (`health.rs`) take a backend out of every pool, even its only one, while
+//! they find it down.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -11,14 +13,19 @@ use std::time::Instant;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 
+use arc_swap::ArcSwap;
+
 use crate::config::{self, BackendAddr};
 use crate::error::Rejection;
+use crate::health::BackendHealth;
 
 pub struct Pool {
     pub config: config::Pool,
     next: AtomicUsize,
     /// Per backend: milliseconds since `epoch` until which it is skipped.
     down_until: Vec<AtomicU64>,
+    /// Per backend: the last active health check (see `health.rs`).
+    health: Vec<ArcSwap<BackendHealth>>,
     epoch: Instant,
     ca: Option<Arc<[WrappedX509]>>,
     authorization: Option<http::HeaderValue>,
@@ -46,6 +53,11 @@ impl Pool {
         };
         Ok(Pool {
             down_until: config.backends.iter().map(|_| AtomicU64::new(0)).collect(),
+            health: config
+                .backends
+                .iter()
+                .map(|_| ArcSwap::from_pointee(BackendHealth::unknown()))
+                .collect(),
             config: config.clone(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -72,7 +84,9 @@ impl Pool {
         (0..n)
             .map(|i| (start + i) % n)
             .find(|&i| {
-                !tried.contains(&i) && (n == 1 || self.down_until[i].load(Ordering::Relaxed) <= now)
+                !tried.contains(&i)
+                    && (n == 1 || self.down_until[i].load(Ordering::Relaxed) <= now)
+                    && self.health[i].load().state != "down"
             })
             .ok_or_else(|| {
                 Rejection::Unavailable(format!("no healthy backend in pool `{}`", self.config.name))
@@ -85,6 +99,20 @@ impl Pool {
             let until = self.now_ms() + self.config.fail_timeout.as_millis() as u64;
             self.down_until[i].store(until, Ordering::Relaxed);
         }
+    }
+
+    /// Whether passive marking skips backend `i` now.
+    pub fn passively_down(&self, i: usize) -> bool {
+        self.config.backends.len() > 1 && self.down_until[i].load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    /// The last active health check of backend `i`.
+    pub fn health(&self, i: usize) -> Arc<BackendHealth> {
+        self.health[i].load_full()
+    }
+
+    pub fn set_health(&self, i: usize, h: BackendHealth) {
+        self.health[i].store(Arc::new(h));
     }
 
     pub fn backend(&self, i: usize) -> &BackendAddr {
@@ -174,6 +202,7 @@ mod tests {
             tls_server_name: None,
             authorization: None,
             fail_timeout: Duration::from_secs(60),
+            health_check: None,
         })
         .unwrap()
     }

@@ -67,6 +67,12 @@ fn the_reference_config_is_valid() {
         "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n",
     )
     .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join("secrets/jwt_hs256.key");
+        std::fs::write(&key, [42u8; 32]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let out = Command::new(bin())
         .arg("check-config")
         .arg(&cfg)

@@ -34,6 +34,15 @@ fn watched(seen: &Seen) -> Vec<(String, String)> {
     v
 }
 
+/// A Slurm HS256 key file (mode 0600) in `dir`.
+pub fn slurm_key(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.join("jwt_hs256.key");
+    std::fs::write(&key, [42u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    key
+}
+
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut v: Vec<_> = p
         .iter()
@@ -46,13 +55,18 @@ fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test]
 async fn each_route_kind_gets_exactly_its_identity_headers() {
     let up = Recorder::start(Duration::ZERO).await;
+    let keys = tempfile::tempdir().unwrap();
+    let slurm = format!(
+        "[routes.slurm]\njwt_key_file = \"{}\"\n",
+        slurm_key(keys.path()).display()
+    );
     let mut body = format!("[pools.up]\nbackends = [\"http://{}\"]\n", up.addr);
     for (name, kind, extra) in [
         ("generic", "generic", ""),
         // Identity headers are under test here, not PromQL (tests/prometheus.rs).
         ("prometheus", "prometheus", "promql = { mode = \"off\" }\n"),
         ("accounting", "accounting", ""),
-        ("slurm", "slurmrestd", ""),
+        ("slurm", "slurmrestd", slurm.as_str()),
         (
             "custom",
             "generic",
@@ -83,7 +97,13 @@ async fn each_route_kind_gets_exactly_its_identity_headers() {
         ),
         ("prometheus", pairs(&[("x-grafana-user", "bob")])),
         ("accounting", pairs(&[("x-grafana-user", "bob")])),
-        ("slurm", pairs(&[])),
+        (
+            "slurm",
+            pairs(&[
+                ("x-slurm-user-name", "bob"),
+                ("x-slurm-user-token", "<minted>"),
+            ]),
+        ),
         (
             "custom",
             pairs(&[("x-remote-user", "bob"), ("x-remote-groups", "hpc-users")]),
@@ -120,7 +140,15 @@ async fn each_route_kind_gets_exactly_its_identity_headers() {
         let (status, _, text) = parse_raw(&gw.raw(req.as_bytes()).await);
         assert_eq!(status, 200, "{route}: {text}");
         let seen = up.last();
-        assert_eq!(&watched(&seen), want, "route {route}");
+        // The Slurm token is minted per user (tests/slurm.rs checks it against Slurm).
+        let got: Vec<(String, String)> = watched(&seen)
+            .into_iter()
+            .map(|(k, v)| match k.as_str() {
+                "x-slurm-user-token" if v.starts_with("eyJ") => (k, "<minted>".into()),
+                _ => (k, v),
+            })
+            .collect();
+        assert_eq!(&got, want, "route {route}");
     }
 }
 

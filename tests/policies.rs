@@ -72,6 +72,12 @@ async fn the_policy_table_holds_through_the_proxy() {
         }
     }
     let mut body = format!("[pools.up]\nbackends = [\"http://{}\"]\n", up.addr);
+    let key = pol.path().join("jwt_hs256.key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&key, [42u8; 32]).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     for (name, kind) in &routes {
         body.push_str(&format!(
             "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}\"\npool = \"up\"\n\
@@ -80,6 +86,12 @@ async fn the_policy_table_holds_through_the_proxy() {
         // Policies are under test here, not PromQL (tests/prometheus.rs).
         if kind == "prometheus" {
             body.push_str("promql = { mode = \"off\" }\n");
+        }
+        if kind == "slurmrestd" {
+            body.push_str(&format!(
+                "[routes.slurm]\njwt_key_file = \"{}\"\n",
+                key.display()
+            ));
         }
     }
     let gw = Gateway::start(Setup {
@@ -124,7 +136,7 @@ async fn the_policy_table_holds_through_the_proxy() {
             let header = match c.kind.as_str() {
                 "generic" => Some("x-forwarded-user"),
                 "prometheus" | "accounting" => Some("x-grafana-user"),
-                // The Slurm step (its own issue) writes X-SLURM-USER-NAME with a token.
+                "slurmrestd" => Some("x-slurm-user-name"),
                 _ => None,
             };
             if let Some(h) = header {

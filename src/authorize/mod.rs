@@ -46,14 +46,21 @@ pub struct Denied {
     pub caller: Caller,
 }
 
-/// The action a request asks for on a route: `admin` under one of its admin paths, else by
-/// method.
+/// The action a request asks for on a route: `admin` under one of its admin paths (and, on
+/// slurmrestd routes, on Slurm's admin paths: see `slurm::paths`), else by method.
 pub fn action_for(route: &RouteEntry, method: &http::Method, path: &str) -> Action {
-    if route
-        .config
-        .admin_paths
-        .iter()
-        .any(|p| prefix_matches(p, path))
+    let slurm_admin = route.config.kind == crate::config::RouteKind::Slurmrestd
+        && crate::slurm::paths::is_admin(
+            path,
+            method,
+            route.config.slurm.as_ref().is_some_and(|s| s.admin_diag),
+        );
+    if slurm_admin
+        || route
+            .config
+            .admin_paths
+            .iter()
+            .any(|p| prefix_matches(p, path))
     {
         Action::Admin
     } else {

@@ -155,6 +155,16 @@ pub struct Pool {
     pub tls_server_name: Option<String>,
     pub authorization: Option<Secret>,
     pub fail_timeout: Duration,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Active health checks of a pool's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Starts with `/`; may carry a query.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 #[allow(
@@ -262,6 +272,53 @@ pub struct Route {
     /// Normalised like `path_prefix`.
     pub admin_paths: Vec<String>,
     pub promql: crate::enforce::prometheus::PromqlMode,
+    /// Set exactly for `kind = "slurmrestd"` routes.
+    pub slurm: Option<SlurmRoute>,
+}
+
+/// The Slurm step of a `slurmrestd` route (`[routes.slurm]`).
+#[derive(Debug, Clone)]
+pub struct SlurmRoute {
+    pub mode: SlurmTokenMode,
+    /// Lifetime of minted tokens.
+    pub token_lifetime: Duration,
+    pub claims: SlurmClaims,
+    /// Gateway user → Slurm user; every value is a valid POSIX name.
+    pub user_map: BTreeMap<String, String>,
+    pub admin_diag: bool,
+    /// The Slurm user of health checks.
+    pub health_user: String,
+    /// Slurm users nobody may act as (403).
+    pub denied_users: Vec<String>,
+}
+
+/// How the user is proven to Slurm.
+#[derive(Debug, Clone)]
+pub enum SlurmTokenMode {
+    /// Sign a token per user with Slurm's HS256 key (read and permission-checked here).
+    Mint { key: crate::slurm::JwtKey },
+    /// One token of the SlurmUser, re-read from this file.
+    Impersonate { token_file: PathBuf },
+    /// The user's own IdP bearer token.
+    Passthrough,
+}
+
+impl SlurmTokenMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SlurmTokenMode::Mint { .. } => "mint",
+            SlurmTokenMode::Impersonate { .. } => "impersonate",
+            SlurmTokenMode::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// Claim names of minted tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlurmClaims {
+    pub user: String,
+    pub issued_at: String,
+    pub expires: String,
 }
 
 /// Header names (lower case) the rewrite step writes for a route; `None` writes nothing.

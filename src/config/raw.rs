@@ -73,6 +73,23 @@ pub struct Pool {
     pub authorization_file: Option<String>,
     /// After a failed connection, how long a backend is skipped (pools of 2+ backends).
     pub fail_timeout: Option<String>,
+    /// Active health checks of every backend (`[pools.NAME.health_check]`).
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `GET path` on each backend every `interval`; a backend that does not answer 2xx within
+/// `timeout` gets no requests until it does again (even the only backend of a pool: its
+/// requests get 503). For pools behind `slurmrestd` routes, the check carries a Slurm token
+/// for `[routes.slurm] health_user`, and `/-/status` shows the controller's ping answer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// E.g. `/slurm/v0.0.38/ping` for slurmrestd, `/-/ready` for Prometheus.
+    pub path: String,
+    /// Default 5s.
+    pub interval: Option<String>,
+    /// Default 2s; at most `interval`.
+    pub timeout: Option<String>,
 }
 
 #[allow(
@@ -301,6 +318,9 @@ pub struct Route {
     pub admin_paths: Vec<String>,
     /// PromQL enforcement on `prometheus` routes (default: `label` mode on `user`).
     pub promql: Option<Promql>,
+    /// How a `slurmrestd` route tells Slurm who the user is (`[routes.slurm]`); only for
+    /// that kind, and required by it.
+    pub slurm: Option<SlurmRoute>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -310,6 +330,46 @@ pub struct Promql {
     pub mode: String,
     /// The label naming a series' owner (default `user`).
     pub label: Option<String>,
+}
+
+/// `[routes.slurm]`: the Slurm step of a `kind = "slurmrestd"` route. It sends
+/// `X-SLURM-USER-NAME: <user>` and `X-SLURM-USER-TOKEN: <token>`, where the token depends on
+/// `token_mode`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmRoute {
+    /// `mint` (default): sign a short-lived HS256 token per user with Slurm's own key;
+    /// `impersonate`: send one token of the SlurmUser (from `token_file`) for every user;
+    /// `passthrough`: send the user's own IdP bearer token (Slurm configured with JWKS).
+    pub token_mode: Option<String>,
+    /// `mint`: Slurm's `jwt_hs256.key` (the `AuthAltParameters=jwt_key=` file). Root-
+    /// equivalent: refused if group or others may read it.
+    pub jwt_key_file: Option<String>,
+    /// `impersonate`: a file holding a token of the SlurmUser (or root), e.g. written by
+    /// `scontrol token username=slurm lifespan=…` from cron. Re-read every 30s, so a renewed
+    /// token is picked up; refused if group or others may read it.
+    pub token_file: Option<String>,
+    /// `mint`: lifetime of a minted token (default 10m, 30s to 24h). A user's token is cached
+    /// and replaced a quarter of its lifetime (at most 1m) before it expires.
+    pub token_lifetime: Option<String>,
+    /// `mint`: claim names, for Slurm versions that read others (defaults: Slurm 22.05's
+    /// `sun`, `iat`, `exp`).
+    pub user_claim: Option<String>,
+    pub issued_at_claim: Option<String>,
+    pub expires_claim: Option<String>,
+    /// Gateway user name → Slurm (POSIX) user name; users not listed keep their name. A name
+    /// that is not a valid POSIX user name is refused with 403.
+    #[serde(default)]
+    pub user_map: BTreeMap<String, String>,
+    /// Treat `/slurm/v*/diag` and `/slurmdb/v*/diag` as admin paths (default false).
+    #[serde(default)]
+    pub admin_diag: bool,
+    /// The user the pool's health check acts as (default `root`; `mint` and `impersonate`).
+    pub health_user: Option<String>,
+    /// Slurm users nobody may act as through the gateway, even if a directory has a user of
+    /// that name or `user_map` leads there (default `["root"]`: root, like the SlurmUser, can
+    /// act for anyone in Slurm).
+    pub denied_users: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 mod keys;
+mod slurm;
 pub use keys::describe_url;
 
 use super::raw;
@@ -690,6 +691,7 @@ impl Validator {
             tls_server_name: p.tls_server_name,
             authorization,
             fail_timeout,
+            health_check: self.health_check(&key, p.health_check),
         }
     }
 
@@ -1066,6 +1068,7 @@ impl Validator {
             }
             let identity_headers = self.identity_headers(&key, kind, r.identity_headers);
             let rate_limit = self.rate_limit(&key, r.rate_limit);
+            let slurm = self.slurm_route(&key, kind, r.slurm, &r.authenticators, auths);
             let Ok(path_prefix) = prefix else { continue };
             for (j, p) in admin_paths.iter().enumerate() {
                 if !crate::route::prefix_matches(&path_prefix, p) {
@@ -1103,6 +1106,7 @@ impl Validator {
                 preserve_host: r.preserve_host,
                 admin_paths,
                 promql,
+                slurm,
             });
         }
         out

@@ -21,9 +21,10 @@ SERVER_NAME=slurm
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REST_PLUGINS=openapi/v0.0.36,openapi/v0.0.37,openapi/v0.0.38,openapi/dbv0.0.36,openapi/dbv0.0.37,openapi/dbv0.0.38
 PACKAGES=(slurmctld slurmd slurmrestd slurmdbd slurm-client munge slurm-wlm-jwt-plugin
   slurm-wlm-mysql-plugin mariadb-server)
-ENV_KEYS=(SLURM_CONF SLURMRESTD_URL SLURMRESTD_PORT SLURM_JWT_KEY SLURM_CLUSTER SLURM_PARTITION
+ENV_KEYS=(SLURM_CONF SLURMRESTD_URL SLURMRESTD_PORT SLURMRESTD_PLUGINS SLURM_JWT_KEY SLURM_CLUSTER SLURM_PARTITION
   SLURM_ACCOUNT SLURM_NODE SLURM_WORK_DIR SLURM_LOG_DIR SLURM_MUNGE_SOCKET SLURMCTLD_PORT
   SLURMD_PORT SLURMDBD_PORT SLURM_MARIADB_PORT SLURMCTLD_PID_FILE SLURMD_PID_FILE
   SLURMDBD_PID_FILE SLURMRESTD_PID_FILE SLURM_MUNGED_PID_FILE SLURM_MARIADB_PID_FILE)
@@ -185,9 +186,10 @@ start_slurmd() {
 start_slurmrestd() {
   local token
   # SLURM_JWT=daemon: without it slurmrestd rejects every token. -a rest_auth/jwt: no
-  # local (Unix socket) auth. dbv0.0.38 needs slurmdbd, which we have.
+  # local (Unix socket) auth. Every OpenAPI version 22.05 has (v0.0.36 to v0.0.38); the
+  # dbv* ones need slurmdbd, which we have.
   SLURM_JWT=daemon setsid slurmrestd -u slurmrest -a rest_auth/jwt \
-    -s openapi/v0.0.38,openapi/dbv0.0.38 "127.0.0.1:$REST_PORT" \
+    -s "$REST_PLUGINS" "127.0.0.1:$REST_PORT" \
     </dev/null >"$LOGS/slurmrestd.log" 2>&1 &
   echo $! >"$RUN/slurmrestd.pid"
   token=$("$PY" "$HERE/slurm-jwt.py" "$ETC/jwt_hs256.key" alice 300)
@@ -240,6 +242,7 @@ start() {
   env_set "$DIR" SLURM_CONF "$SLURM_CONF"
   env_set "$DIR" SLURMRESTD_URL "http://127.0.0.1:$REST_PORT"
   env_set "$DIR" SLURMRESTD_PORT "$REST_PORT"
+  env_set "$DIR" SLURMRESTD_PLUGINS "$REST_PLUGINS"
   env_set "$DIR" SLURM_JWT_KEY "$ETC/jwt_hs256.key"
   env_set "$DIR" SLURM_CLUSTER "$CLUSTER"
   env_set "$DIR" SLURM_PARTITION debug

@@ -1,0 +1,278 @@
+//! Active health checks of upstream backends (`[pools.NAME.health_check]`), and the view of
+//! every pool that `/-/status` shows (FirecREST's "health checker" idea).
+//!
+//! One task per checked pool, in a pingora background service: every `interval` it sends
+//! `GET path` to each backend at once; 2xx within `timeout` is up, anything else down. A
+//! backend that is down gets no requests until a check finds it up again (a pool with none
+//! left answers 503). For pools behind slurmrestd routes the check carries a Slurm token of
+//! the route's `health_user`, and the controller's `pings` answer is kept for `/-/status`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::config::{BackendAddr, HealthCheck};
+use crate::slurm::SlurmGate;
+use crate::upstream::Pool;
+
+/// A pool, with the Slurm step of a slurmrestd route in front of it (for the check's token).
+#[derive(Clone)]
+pub struct Target {
+    pub pool: Arc<Pool>,
+    pub slurm: Option<Arc<SlurmGate>>,
+}
+
+/// The last check of one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendHealth {
+    /// `unknown` (not checked yet), `up` or `down`.
+    pub state: &'static str,
+    pub last_check: Option<String>,
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// slurmrestd's `pings` (the controller's answer), for Slurm pools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slurm_ping: Option<Value>,
+}
+
+impl BackendHealth {
+    pub fn unknown() -> Self {
+        BackendHealth {
+            state: "unknown",
+            last_check: None,
+            latency_ms: None,
+            error: None,
+            slurm_ping: None,
+        }
+    }
+}
+
+/// Runs the checks of every pool that has them until shutdown.
+pub struct HealthChecker {
+    pub targets: Vec<Target>,
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in &self.targets {
+            if let Some(hc) = t.pool.config.health_check.clone() {
+                tasks.spawn(run(t.clone(), hc));
+            }
+        }
+        if tasks.is_empty() {
+            return;
+        }
+        let _ = shutdown.changed().await;
+        tasks.abort_all();
+    }
+}
+
+fn client_for(
+    pool: &Pool,
+    backend: &BackendAddr,
+    timeout: Duration,
+) -> Result<(reqwest::Client, String), String> {
+    let BackendAddr::Tcp { addr, host, tls } = backend else {
+        return Err("unix: backends are not health-checked".into());
+    };
+    let c = &pool.config;
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(c.connect_timeout))
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0);
+    // The name the pool uses for SNI and certificates, pinned to the backend's address.
+    let name = match (tls, &c.tls_server_name) {
+        (true, Some(n)) => n.clone(),
+        _ => host.clone(),
+    };
+    if name.parse::<std::net::IpAddr>().is_err() {
+        b = b.resolve(&name, *addr);
+    }
+    if *tls {
+        if let Some(ca) = &c.tls_ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("CA file {}: {e}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("CA file {}: {e}", ca.display()))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        if !c.tls_verify {
+            b = b.danger_accept_invalid_certs(true);
+        }
+    }
+    let host_part = if name.contains(':') {
+        format!("[{name}]")
+    } else {
+        name
+    };
+    let base = format!(
+        "{}://{host_part}:{}",
+        if *tls { "https" } else { "http" },
+        addr.port()
+    );
+    Ok((b.build().map_err(|e| e.to_string())?, base))
+}
+
+async fn run(t: Target, hc: HealthCheck) {
+    // Clients are built once (reading a CA file is blocking, but this is start-up, on the
+    // background runtime, never a request path).
+    let clients: Vec<Result<(reqwest::Client, String), String>> = t
+        .pool
+        .config
+        .backends
+        .iter()
+        .map(|b| client_for(&t.pool, b, hc.timeout))
+        .collect();
+    let clients = Arc::new(clients);
+    let mut tick = tokio::time::interval(hc.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut round = tokio::task::JoinSet::new();
+        for i in 0..t.pool.config.backends.len() {
+            let (t, hc, clients) = (t.clone(), hc.clone(), clients.clone());
+            round.spawn(async move {
+                let h = match &clients[i] {
+                    Ok((client, base)) => check(&t, &hc, client, base).await,
+                    Err(e) => BackendHealth {
+                        error: Some(e.clone()),
+                        ..BackendHealth::unknown()
+                    },
+                };
+                let before = t.pool.health(i).state;
+                if before != h.state && h.state != "unknown" {
+                    if h.state == "down" {
+                        tracing::warn!(
+                            pool = %t.pool.config.name,
+                            backend = %t.pool.backend(i),
+                            error = h.error.as_deref().unwrap_or(""),
+                            "health check failed: backend down"
+                        );
+                    } else {
+                        tracing::info!(
+                            pool = %t.pool.config.name,
+                            backend = %t.pool.backend(i),
+                            "health check passed: backend up"
+                        );
+                    }
+                }
+                t.pool.set_health(i, h);
+            });
+        }
+        while round.join_next().await.is_some() {}
+    }
+}
+
+async fn check(
+    t: &Target,
+    hc: &HealthCheck,
+    client: &reqwest::Client,
+    base: &str,
+) -> BackendHealth {
+    let mut req = client.get(format!("{base}{}", hc.path));
+    if let Some(auth) = t.pool.authorization() {
+        req = req.header(http::header::AUTHORIZATION, auth.clone());
+    }
+    if let Some(slurm) = &t.slurm {
+        match slurm.health_headers().await {
+            Ok(Some((user, token))) => {
+                req = req
+                    .header(crate::slurm::USER_HEADER, user)
+                    .header(crate::slurm::TOKEN_HEADER, token);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return BackendHealth {
+                    error: Some(format!("no Slurm token for the check: {e}")),
+                    ..BackendHealth::unknown()
+                };
+            }
+        }
+    }
+    let start = Instant::now();
+    let result = req.send().await;
+    let latency = start.elapsed().as_secs_f64() * 1000.0;
+    let now = Some(crate::audit::now_rfc3339());
+    match result {
+        Ok(r) if r.status().is_success() => {
+            let slurm_ping = match &t.slurm {
+                Some(_) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .map(|v| v.get("pings").cloned().unwrap_or(json!(null))),
+                None => None,
+            };
+            BackendHealth {
+                state: "up",
+                last_check: now,
+                latency_ms: Some(latency),
+                error: None,
+                slurm_ping,
+            }
+        }
+        Ok(r) => BackendHealth {
+            state: "down",
+            last_check: now,
+            latency_ms: Some(latency),
+            error: Some(format!("HTTP {}", r.status().as_u16())),
+            slurm_ping: None,
+        },
+        Err(e) => BackendHealth {
+            state: "down",
+            last_check: now,
+            latency_ms: None,
+            error: Some(if e.is_timeout() {
+                format!("no answer within {:?}", hc.timeout)
+            } else if e.is_connect() {
+                "cannot connect".to_string()
+            } else {
+                e.to_string()
+            }),
+            slurm_ping: None,
+        },
+    }
+}
+
+/// Every pool as `/-/status` shows it.
+pub fn status(targets: &[Target]) -> Value {
+    let pools: Vec<Value> = targets
+        .iter()
+        .map(|t| {
+            let p = &t.pool;
+            let backends: Vec<Value> = (0..p.config.backends.len())
+                .map(|i| {
+                    let mut v = serde_json::to_value(p.health(i)).unwrap_or(json!({}));
+                    if p.config.health_check.is_none() {
+                        // No active checks: what passive marking knows.
+                        v["state"] = json!(if p.passively_down(i) { "down" } else { "up" });
+                    }
+                    v["address"] = json!(p.backend(i).to_string());
+                    v
+                })
+                .collect();
+            json!({
+                "name": p.config.name,
+                // Behind a slurmrestd route: its checks carry a Slurm token.
+                "slurmrestd": t.slurm.is_some(),
+                "health_check": p.config.health_check.as_ref().map(|h| json!({
+                    "path": h.path,
+                    "interval_seconds": h.interval.as_secs_f64(),
+                    "timeout_seconds": h.timeout.as_secs_f64(),
+                })),
+                "backends": backends,
+            })
+        })
+        .collect();
+    json!({"status": "success", "data": {"pools": pools}})
+}
