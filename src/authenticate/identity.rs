@@ -97,6 +97,12 @@ impl Identity {
         self.expires_at
     }
 
+    /// An identity proven by `method`, for unit tests of later steps.
+    #[cfg(test)]
+    pub fn for_test_by(user: &str, method: &'static str) -> Self {
+        Identity::new(user.to_string(), Vec::new(), None, method, method)
+    }
+
     /// An identity for unit tests of later steps.
     #[cfg(test)]
     pub fn for_test(user: &str, groups: &[&str]) -> Self {

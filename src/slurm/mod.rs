@@ -368,11 +368,9 @@ fn check_expiry(
 /// The caller's own bearer token, if it is one the gateway may pass on: never a credential
 /// of the gateway's own (API keys, gateway tokens) or a trusted service's.
 fn user_bearer<'a>(id: &Identity, headers: &'a http::HeaderMap) -> Option<&'a str> {
-    if matches!(
-        id.method(),
-        "api_key" | "gateway_jwt" | "trusted_header" | "static" | "ldap"
-    ) || id.via().is_some()
-    {
+    // Only a token that proved this very identity: the IdP's, checked by `oidc_bearer`.
+    // (Any other Bearer header beside a cookie, a key or a certificate proves nothing.)
+    if id.method() != "oidc_bearer" || id.via().is_some() {
         return None;
     }
     let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;

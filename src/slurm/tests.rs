@@ -86,9 +86,25 @@ fn minted_tokens_carry_slurms_claims_and_are_cached_per_user() {
 #[test]
 fn passthrough_sends_the_callers_bearer_token_as_the_slurm_token() {
     let g = gate(SlurmTokenMode::Passthrough, "sun");
-    let id = Identity::for_test("bob", &[]);
+    let id = Identity::for_test_by("bob", "oidc_bearer");
     let (user, token) = headers(&g, &id, Some("Bearer eyJidp.token.sig"));
     assert_eq!((user.as_str(), token.as_str()), ("bob", "eyJidp.token.sig"));
+    // A Bearer header beside a cookie, a password or an API key proved nothing: refused.
+    for method in ["oidc_login", "static", "api_key", "client_cert"] {
+        let other = Caller::User(Identity::for_test_by("bob", method));
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", "Bearer eyJidp.token.sig".parse().unwrap());
+        let r = block_on(g.prepare(&other, &h));
+        assert!(matches!(r, Err(Rejection::Forbidden(_))), "{method}");
+    }
+}
+
+/// Runs a future to completion on a small runtime (the test is synchronous).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 fn jwt_with_exp(exp: i64) -> String {
