@@ -374,11 +374,19 @@ async fn unauthenticated_and_spoofed_requests_never_reach_slurmrestd() {
         .await
         .unwrap();
     expect_error(r, 403, "forbidden").await;
-    let audit = gw.audit();
-    let rec = audit
-        .iter()
-        .rfind(|r| r["user"] == "carol@example.org")
-        .expect("an audit line for carol");
+    // The audit line is written after the response: wait for it.
+    let mut rec = None;
+    for _ in 0..40 {
+        rec = gw
+            .audit()
+            .into_iter()
+            .rfind(|r| r["user"] == "carol@example.org");
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rec = rec.expect("an audit line for carol");
     assert_eq!(rec["decision"], "deny");
     assert!(rec["reason"].as_str().unwrap().contains("POSIX"), "{rec}");
     // A gateway user named root is never root to Slurm (denied_users).
