@@ -58,10 +58,9 @@ fn presented(headers: &http::HeaderMap) -> Option<Result<&str, &'static str>> {
         }
         return Some(v.to_str().map(str::trim).map_err(|_| "malformed API key"));
     }
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = auth.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && token.starts_with(PREFIX)).then_some(Ok(token))
+    super::bearer_token(headers)
+        .filter(|t| t.starts_with(PREFIX))
+        .map(Ok)
 }
 
 impl ApiKeyAuth {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{Authenticator, Identity, Outcome, RequestInfo};
+use super::{Authenticator, Identity, Outcome, RequestInfo, bearer_jwt};
 use crate::error::Rejection;
 use crate::tokens::SigningKeys;
 
@@ -35,14 +35,6 @@ impl GatewayJwt {
             audience: audience.to_string(),
         }
     }
-}
-
-/// The token of `Authorization: Bearer <JWT>`, if that is what the request carries.
-pub fn bearer_jwt(headers: &http::HeaderMap) -> Option<&str> {
-    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = auth.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && token.split('.').count() == 3).then_some(token)
 }
 
 #[async_trait]

@@ -258,6 +258,25 @@ impl Authenticators {
     }
 }
 
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive, token trimmed and
+/// non-empty). Every authenticator that reads Bearer tokens starts here.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A Bearer token shaped like a JWT (three base64url parts): for the JWT authenticators,
+/// which leave anything else (API keys, …) to the next one.
+pub fn bearer_jwt(headers: &http::HeaderMap) -> Option<&str> {
+    bearer_token(headers).filter(|t| {
+        t.split('.').count() == 3
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b))
+    })
+}
+
 /// The `WWW-Authenticate` challenge of a Basic realm.
 pub fn basic_challenge(realm: &str) -> String {
     format!("Basic realm=\"{realm}\", charset=\"UTF-8\"")
@@ -305,6 +324,21 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn only_jwt_shaped_bearer_tokens_are_jwts() {
+        assert_eq!(bearer_jwt(&headers("Bearer a.b.c")), Some("a.b.c"));
+        assert_eq!(bearer_jwt(&headers("bearer  a.b.")), Some("a.b."));
+        assert_eq!(bearer_jwt(&headers("Bearer hpcg_apikey")), None);
+        assert_eq!(
+            bearer_token(&headers("Bearer hpcg_apikey")),
+            Some("hpcg_apikey")
+        );
+        assert_eq!(bearer_jwt(&headers("Basic a.b.c")), None);
+        assert_eq!(bearer_jwt(&headers("Bearer a.b.c d")), None);
+        assert_eq!(bearer_token(&headers("Bearer ")), None);
+        assert_eq!(bearer_jwt(&http::HeaderMap::new()), None);
     }
 
     #[test]

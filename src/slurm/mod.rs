@@ -373,9 +373,7 @@ fn user_bearer<'a>(id: &Identity, headers: &'a http::HeaderMap) -> Option<&'a st
     if id.method() != "oidc_bearer" || id.via().is_some() {
         return None;
     }
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
+    crate::authenticate::bearer_token(headers)
 }
 
 #[cfg(test)]

@@ -16,9 +16,10 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::Value;
 
+use super::bearer_challenge;
 use super::claims::ClaimsConfig;
 use super::provider::{Provider, ProviderConfig};
-use super::{bearer_challenge, bearer_token};
+use crate::authenticate::bearer_jwt;
 use crate::authenticate::{Authenticator, Outcome, RequestInfo};
 use crate::error::Rejection;
 
@@ -143,7 +144,7 @@ impl Authenticator for OidcBearer {
     }
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
-        let Some(token) = bearer_token(req.headers) else {
+        let Some(token) = bearer_jwt(req.headers) else {
             return Outcome::NotMine;
         };
         // Only to route the token: nothing else is read before the signature is checked.

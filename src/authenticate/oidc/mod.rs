@@ -39,37 +39,3 @@ impl std::fmt::Debug for SessionKeyBytes {
 fn bearer_challenge() -> String {
     "Bearer realm=\"hpcgate\"".to_string()
 }
-
-/// The token of `Authorization: Bearer <token>`, if the header is of that scheme and the
-/// token has only the characters a JWT can have.
-fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer")
-        && token.split('.').count() == 3
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b)))
-    .then_some(token)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_jwt_shaped_bearer_tokens_are_ours() {
-        let h = |v: &str| {
-            let mut h = http::HeaderMap::new();
-            h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
-            h
-        };
-        assert_eq!(bearer_token(&h("Bearer a.b.c")), Some("a.b.c"));
-        assert_eq!(bearer_token(&h("bearer  a.b.")), Some("a.b."));
-        assert_eq!(bearer_token(&h("Bearer hpcg_apikey")), None);
-        assert_eq!(bearer_token(&h("Basic a.b.c")), None);
-        assert_eq!(bearer_token(&h("Bearer a.b.c d")), None);
-        assert_eq!(bearer_token(&http::HeaderMap::new()), None);
-    }
-}
