@@ -76,16 +76,17 @@ fn check_create(
 }
 
 pub fn apikey(config: &Config, cmd: ApikeyCommand) -> Result<ExitCode, String> {
-    if let ApikeyCommand::Create {
-        user,
-        name,
-        scopes,
-        expires,
-        ..
-    } = &cmd
-    {
-        check_create(config, user, name, scopes, expires)?;
-    }
+    // Checked (and the expiry computed) before the database is opened.
+    let expires_at = match &cmd {
+        ApikeyCommand::Create {
+            user,
+            name,
+            scopes,
+            expires,
+            ..
+        } => check_create(config, user, name, scopes, expires)?,
+        _ => None,
+    };
     if config.database.backend == crate::store::Backend::Sqlite {
         crate::tls::create_private_dir(&config.state_dir)?;
     }
@@ -101,23 +102,22 @@ pub fn apikey(config: &Config, cmd: ApikeyCommand) -> Result<ExitCode, String> {
                 crate::config::describe_url(&config.database.url)
             )
         })?;
-        let code = run(config, &db, cmd).await;
+        let code = run(&db, cmd, expires_at).await;
         db.close().await;
         code
     })
 }
 
-async fn run(config: &Config, db: &Db, cmd: ApikeyCommand) -> Result<ExitCode, String> {
+async fn run(db: &Db, cmd: ApikeyCommand, expires_at: Option<i64>) -> Result<ExitCode, String> {
     match cmd {
         ApikeyCommand::Create {
             user,
             name,
             groups,
             scopes,
-            expires,
             json,
+            ..
         } => {
-            let expires_at = check_create(config, &user, &name, &scopes, &expires)?;
             let new = db
                 .create_key(&KeyRequest {
                     owner: &user,

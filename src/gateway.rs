@@ -226,10 +226,7 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         client: ctx.client,
         method: session.req_header().method.as_str(),
         path: &path,
-        now: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        now: crate::store::now(),
         utc_offset: snap.utc_offset,
     };
     match authorize(

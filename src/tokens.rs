@@ -16,6 +16,8 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use ring::signature::KeyPair;
+use rustls::pki_types::PrivatePkcs8KeyDer;
+use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Tokens;
@@ -76,40 +78,17 @@ fn valid_kid(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn pem(der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN PRIVATE KEY-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END PRIVATE KEY-----\n");
-    out
-}
-
-fn unpem(text: &str) -> Result<Vec<u8>, String> {
-    let body: String = text
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
-    base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|_| "not a PEM file".to_string())
-}
-
 /// Makes a new key and makes it current; keeps the newest [`KEEP_PREVIOUS`] others.
 /// Returns the new key id.
 pub fn rotate(state_dir: &Path) -> Result<String, String> {
     let dir = keys_dir(state_dir);
     crate::tls::create_private_dir(&dir)?;
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-        .map_err(|_| "cannot generate an Ed25519 key".to_string())?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .map_err(|e| format!("cannot generate an Ed25519 key: {e}"))?;
     let kid = random_kid()?;
     crate::tls::write_file(
         &dir.join(format!("{kid}.pem")),
-        pem(pkcs8.as_ref()).as_bytes(),
+        key.serialize_pem().as_bytes(),
         0o600,
     )?;
     let tmp = dir.join(format!("{CURRENT}.tmp"));
@@ -167,9 +146,10 @@ fn load(dir: &Path) -> Result<KeySet, String> {
             continue;
         };
         let what = || format!("signing key {}", path.display());
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", what()))?;
-        let der = unpem(&text).map_err(|e| format!("{}: {e}", what()))?;
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        let der =
+            PrivatePkcs8KeyDer::from_pem_file(&path).map_err(|e| format!("{}: {e}", what()))?;
+        let der = der.secret_pkcs8_der();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|_| format!("{}: not an Ed25519 PKCS#8 key", what()))?;
         let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key());
         verify.insert(
@@ -180,7 +160,7 @@ fn load(dir: &Path) -> Result<KeySet, String> {
             "kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"
         }));
         if kid == current_kid {
-            current = Some((kid.to_string(), EncodingKey::from_ed_der(&der)));
+            current = Some((kid.to_string(), EncodingKey::from_ed_der(der)));
         }
     }
     if current.is_none() {

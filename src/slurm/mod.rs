@@ -86,12 +86,7 @@ pub fn unverified_expiry(token: &str) -> Option<Option<i64>> {
     Some(unverified_claims.get("exp").and_then(|v| v.as_i64()))
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::store::now as now_secs;
 
 /// The SlurmUser's token in `impersonate` mode, as last read from its file.
 struct Impersonation {

@@ -165,7 +165,7 @@ impl Db {
                     *v,
                     Cow::Borrowed(*d),
                     MigrationType::Simple,
-                    sql.into_sql(),
+                    sqlx::SqlSafeStr::into_sql_str(*sql),
                     false,
                 )
             })
@@ -206,16 +206,6 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-trait IntoSql {
-    fn into_sql(self) -> sqlx::SqlStr;
-}
-
-impl IntoSql for &'static str {
-    fn into_sql(self) -> sqlx::SqlStr {
-        sqlx::SqlSafeStr::into_sql_str(self)
     }
 }
 

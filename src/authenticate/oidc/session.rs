@@ -143,10 +143,7 @@ pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], String> {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::store::now().max(0) as u64
 }
 
 /// How long a session lives.
