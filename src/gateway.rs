@@ -240,7 +240,9 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
             let key = crate::authorize::rate_limit::key_for(permit.caller(), ctx.client);
             snap.rate_limits.check(&route.config, &key).await?;
             if route.config.kind == crate::config::RouteKind::Prometheus {
-                let (body, promql) = enforce_prometheus(session, &permit, &snap, &path).await?;
+                let (body, promql) =
+                    crate::enforce::prometheus::admit(session, &permit, &snap.policies, &path)
+                        .await?;
                 ctx.body_replacement = body;
                 ctx.promql = promql;
             }
@@ -268,91 +270,6 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
             Err(denied.rejection)
         }
     }
-}
-
-/// PromQL enforcement on a `prometheus` route: rewrites the URL's query in place and
-/// returns the rewritten form body, if the request had one.
-async fn enforce_prometheus(
-    session: &mut Session,
-    permit: &Permit,
-    snap: &Snapshot,
-    path: &str,
-) -> Result<(Option<bytes::Bytes>, Option<String>), Rejection> {
-    use crate::enforce::prometheus::{MAX_FORM_BYTES, PromqlMode, enforce};
-    let route = &permit.route().config;
-    let user = match permit.caller() {
-        Caller::User(id) if snap.policies.is_admin(id) => None,
-        Caller::User(id) => Some(id.user().to_string()),
-        Caller::Public if route.promql == PromqlMode::Off => None,
-        Caller::Public => {
-            return Err(Rejection::Forbidden(
-                "this public Prometheus route has PromQL enforcement but no user to enforce;                  set promql = { mode = \"off\" } or require authentication"
-                    .into(),
-            ));
-        }
-    };
-    let req = session.req_header();
-    let is_form = req
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    let method = req.method.clone();
-    let body = if user.is_some() && method == http::Method::POST && is_form {
-        session.enable_retry_buffering();
-        let mut buf = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() > MAX_FORM_BYTES {
-                        return Err(Rejection::TooLarge(format!(
-                            "Prometheus form bodies are limited to {} KiB",
-                            MAX_FORM_BYTES / 1024
-                        )));
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    return Err(Rejection::BadRequest(
-                        "the request body could not be read".into(),
-                    ));
-                }
-            }
-        }
-        Some(buf)
-    } else {
-        None
-    };
-    let rel = match path.strip_prefix(route.path_prefix.as_str()) {
-        Some(r) if route.path_prefix != "/" => r,
-        _ => path,
-    };
-    let req = session.req_header();
-    let plan = enforce(
-        &route.promql,
-        rel,
-        &method,
-        req.uri.query(),
-        body.as_deref(),
-        user.as_deref(),
-    )?;
-    if let Some(q) = plan.query {
-        let target = if q.is_empty() {
-            req.uri.path().to_string()
-        } else {
-            format!("{}?{q}", req.uri.path())
-        };
-        let uri = target
-            .parse::<http::Uri>()
-            .map_err(|e| Rejection::Internal(format!("rewritten Prometheus URI: {e}")))?;
-        session.req_header_mut().set_uri(uri);
-    }
-    let promql = (!plan.enforced.is_empty()).then(|| plan.enforced.join(" ; "));
-    Ok((plan.body, promql))
 }
 
 async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&str, String)]) {

@@ -8,8 +8,12 @@
 //! `match[]` get the user's own, so they cannot enumerate other users' values.
 
 use bytes::Bytes;
+use pingora::proxy::Session;
 
 use super::promql::{Enforced, Refusal, enforce_query, enforce_selector};
+use crate::authenticate::Caller;
+use crate::authorize::Permit;
+use crate::authorize::cedar::Policies;
 use crate::error::Rejection;
 
 /// Largest POST form the gateway reads to enforce (Prometheus queries are far smaller).
@@ -165,6 +169,91 @@ pub fn enforce(
         body: body_params.map(|b| Bytes::from(encode_form(&b))),
         enforced,
     })
+}
+
+/// The `prometheus` route step of admission: reads a POST form (at most
+/// [`MAX_FORM_BYTES`]), rewrites the URL's query in place, and returns the rewritten form
+/// body (if there was one) and the PromQL sent upstream, for the audit log.
+pub async fn admit(
+    session: &mut Session,
+    permit: &Permit,
+    policies: &Policies,
+    path: &str,
+) -> Result<(Option<Bytes>, Option<String>), Rejection> {
+    let route = &permit.route().config;
+    let user = match permit.caller() {
+        Caller::User(id) if policies.is_admin(id) => None,
+        Caller::User(id) => Some(id.user().to_string()),
+        Caller::Public if route.promql == PromqlMode::Off => None,
+        Caller::Public => {
+            return Err(Rejection::Forbidden(
+                "this public Prometheus route has PromQL enforcement but no user to enforce;                  set promql = { mode = \"off\" } or require authentication"
+                    .into(),
+            ));
+        }
+    };
+    let req = session.req_header();
+    let is_form = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    let method = req.method.clone();
+    let body = if user.is_some() && method == http::Method::POST && is_form {
+        session.enable_retry_buffering();
+        let mut buf = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() > MAX_FORM_BYTES {
+                        return Err(Rejection::TooLarge(format!(
+                            "Prometheus form bodies are limited to {} KiB",
+                            MAX_FORM_BYTES / 1024
+                        )));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(Rejection::BadRequest(
+                        "the request body could not be read".into(),
+                    ));
+                }
+            }
+        }
+        Some(buf)
+    } else {
+        None
+    };
+    let rel = match path.strip_prefix(route.path_prefix.as_str()) {
+        Some(r) if route.path_prefix != "/" => r,
+        _ => path,
+    };
+    let req = session.req_header();
+    let plan = enforce(
+        &route.promql,
+        rel,
+        &method,
+        req.uri.query(),
+        body.as_deref(),
+        user.as_deref(),
+    )?;
+    if let Some(q) = plan.query {
+        let target = if q.is_empty() {
+            req.uri.path().to_string()
+        } else {
+            format!("{}?{q}", req.uri.path())
+        };
+        let uri = target
+            .parse::<http::Uri>()
+            .map_err(|e| Rejection::Internal(format!("rewritten Prometheus URI: {e}")))?;
+        session.req_header_mut().set_uri(uri);
+    }
+    let promql = (!plan.enforced.is_empty()).then(|| plan.enforced.join(" ; "));
+    Ok((plan.body, promql))
 }
 
 #[cfg(test)]
