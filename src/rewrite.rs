@@ -136,7 +136,7 @@ pub fn rewrite(
     let api_keys: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|n| crate::config::normalize_header_name(n.as_str()) == API_KEY_HEADER)
+        .filter(|n| crate::config::header_is(n.as_str(), API_KEY_HEADER))
         .cloned()
         .collect();
     for n in api_keys {

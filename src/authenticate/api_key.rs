@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
 use super::{Authenticator, Identity, Outcome, RequestInfo};
-use crate::config::normalize_header_name;
+use crate::config::header_is;
 use crate::error::Rejection;
 use crate::store::api_keys::{KeyRecord, PREFIX, hash_token, parse_token};
 use crate::store::{Db, now};
@@ -50,7 +50,7 @@ fn unauthorized(reason: &str) -> Outcome {
 fn presented(headers: &http::HeaderMap) -> Option<Result<&str, &'static str>> {
     let mut keys = headers
         .iter()
-        .filter(|(n, _)| normalize_header_name(n.as_str()) == API_KEY_HEADER)
+        .filter(|(n, _)| header_is(n.as_str(), API_KEY_HEADER))
         .map(|(_, v)| v);
     if let Some(v) = keys.next() {
         if keys.next().is_some() {

@@ -385,6 +385,21 @@ pub fn normalize_header_name(name: &str) -> String {
         .collect()
 }
 
+/// Whether header `name` is `normalized` (lower case, `-`) under the same rule as
+/// [`normalize_header_name`], without allocating: for per-request checks of one name.
+pub fn header_is(name: &str, normalized: &str) -> bool {
+    let name = name.trim();
+    name.len() == normalized.len()
+        && name.bytes().zip(normalized.bytes()).all(|(a, b)| {
+            let a = if a == b'_' {
+                b'-'
+            } else {
+                a.to_ascii_lowercase()
+            };
+            a == b
+        })
+}
+
 /// The 1-based line of a byte offset in `text`.
 pub fn line_at(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
@@ -401,5 +416,28 @@ pub(crate) fn resolve_path(base: &Path, p: &str) -> PathBuf {
         p.to_path_buf()
     } else {
         base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_agrees_with_normalize_header_name() {
+        for name in [
+            "X-API-Key",
+            "x_api_key",
+            "X_Api-KEY",
+            " x-api-key ",
+            "x-api-keys",
+            "x-apikey",
+        ] {
+            assert_eq!(
+                header_is(name, "x-api-key"),
+                normalize_header_name(name) == "x-api-key",
+                "{name}"
+            );
+        }
     }
 }
