@@ -93,6 +93,13 @@ pub struct Ctx {
     body_replacement: Option<bytes::Bytes>,
     /// The PromQL that went upstream, for the audit log.
     promql: Option<String>,
+    /// The oldest sample a Prometheus request reads (`retention` pools).
+    earliest: Option<f64>,
+    /// A read (GET/HEAD, or a Prometheus read-API POST): retried once on another backend
+    /// if its connection breaks before any answer went out.
+    read: bool,
+    /// The backend this request is counted on (least connections).
+    lease: Option<crate::upstream::Lease>,
     /// Cookies authentication set (a renewed session), for whatever response goes out.
     set_cookies: SetCookies,
     _in_flight: InFlight,
@@ -237,14 +244,20 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         &facts,
     ) {
         Ok(permit) => {
+            ctx.read = matches!(
+                session.req_header().method,
+                http::Method::GET | http::Method::HEAD
+            );
             let key = crate::authorize::rate_limit::key_for(permit.caller(), ctx.client);
             snap.rate_limits.check(&route.config, &key).await?;
             if route.config.kind == crate::config::RouteKind::Prometheus {
-                let (body, promql) =
+                let a =
                     crate::enforce::prometheus::admit(session, &permit, &snap.policies, &path)
                         .await?;
-                ctx.body_replacement = body;
-                ctx.promql = promql;
+                ctx.body_replacement = a.body;
+                ctx.promql = a.promql;
+                ctx.earliest = a.earliest;
+                ctx.read = a.read_api;
             }
             // Enforce, per route kind.
             if let Some(slurm) = &route.slurm
@@ -359,6 +372,9 @@ impl ProxyHttp for Gateway {
             denial: None,
             body_replacement: None,
             promql: None,
+            earliest: None,
+            read: false,
+            lease: None,
             set_cookies: SetCookies::default(),
             _in_flight: InFlight::start(),
         }
@@ -409,7 +425,7 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a permit");
         };
         let pool = &permit.route().pool;
-        let idx = match pool.select(&ctx.tried) {
+        let idx = match pool.select(&ctx.tried, ctx.earliest) {
             Ok(i) => i,
             Err(r) => {
                 ctx.failure = Some(r);
@@ -417,6 +433,8 @@ impl ProxyHttp for Gateway {
             }
         };
         ctx.tried.push(idx);
+        // Replacing the lease of a failed attempt ends its count.
+        ctx.lease = Some(pool.lease(idx));
         pool.peer(idx).map_err(|r| {
             let msg = r.detail().to_string();
             ctx.failure = Some(r);
@@ -456,6 +474,48 @@ impl ProxyHttp for Gateway {
                 .upstream_errors
                 .with_label_values(&[pool.config.name.as_str(), kind])
                 .inc();
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let Admission::Admitted(permit) = &ctx.admission else {
+            e.set_retry(false);
+            return e;
+        };
+        let pool = &permit.route().pool;
+        // A fresh connection that broke: the backend is in trouble (a reused one may just
+        // have been closed by the backend while idle).
+        if !client_reused && let Some(&idx) = ctx.tried.last() {
+            pool.mark_failed(idx);
+        }
+        let untouched = session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated();
+        let broken = matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        if !untouched || !(ctx.read || session.req_header().method.is_idempotent()) {
+            e.set_retry(false);
+        } else if ctx.read && broken && ctx.tried.len() < 2 && pool.config.backends.len() > 1 {
+            // A read that broke before any answer went out: once more, on another backend.
+            tracing::warn!(
+                request_id = %ctx.request_id,
+                pool = %pool.config.name,
+                error = %e,
+                "upstream broke the connection; retrying the read on another backend"
+            );
+            e.set_retry(true);
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }

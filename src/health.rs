@@ -16,7 +16,7 @@ use pingora::services::background::BackgroundService;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{BackendAddr, HealthCheck};
+use crate::config::{BackendAddr, Balance, HealthCheck};
 use crate::slurm::SlurmGate;
 use crate::upstream::Pool;
 
@@ -65,6 +65,10 @@ impl BackgroundService for HealthChecker {
         for t in &self.targets {
             if let Some(hc) = t.pool.config.health_check.clone() {
                 tasks.spawn(run(t.clone(), hc));
+            }
+            let c = &t.pool.config;
+            if c.balance == Balance::Retention && c.retention.iter().any(Option::is_none) {
+                tasks.spawn(read_retentions(t.pool.clone()));
             }
         }
         if tasks.is_empty() {
@@ -173,6 +177,94 @@ async fn run(t: Target, hc: HealthCheck) {
     }
 }
 
+/// How often a `retention` pool asks its backends how far back they hold data.
+const RETENTION_REFRESH: Duration = Duration::from_secs(60);
+
+/// Reads the retention of every backend of a `retention` pool that does not declare one
+/// (Prometheus' `/api/v1/status/runtimeinfo`, `storageRetention` such as `15d` or
+/// `15d or 1GiB`), now and then every minute (a backend may come up later, or be
+/// reconfigured).
+async fn read_retentions(pool: Arc<Pool>) {
+    let timeout = pool.config.connect_timeout.max(Duration::from_secs(5));
+    let clients: Vec<_> = pool
+        .config
+        .backends
+        .iter()
+        .map(|b| client_for(&pool, b, timeout))
+        .collect();
+    let mut tick = tokio::time::interval(RETENTION_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // Until every backend has answered once, ask again soon.
+        let mut missing = false;
+        for (i, c) in clients.iter().enumerate() {
+            if pool.config.retention.get(i).is_some_and(Option::is_some) {
+                continue;
+            }
+            let read = match c {
+                Ok((client, base)) => read_retention(&pool, client, base).await,
+                Err(e) => Err(e.clone()),
+            };
+            match read {
+                Ok(d) => {
+                    if pool.retention(i) != Some(d) {
+                        tracing::info!(
+                            pool = %pool.config.name,
+                            backend = %pool.backend(i),
+                            retention = %humantime::format_duration(d),
+                            "backend retention read"
+                        );
+                    }
+                    pool.set_retention(i, d);
+                }
+                Err(e) => {
+                    missing |= pool.retention(i).is_none();
+                    tracing::warn!(
+                        pool = %pool.config.name,
+                        backend = %pool.backend(i),
+                        error = %e,
+                        "cannot read the backend's retention; it gets only queries no \
+                         backend of known retention holds (declare it in the pool's `retention`)"
+                    );
+                }
+            }
+        }
+        if missing {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        } else {
+            tick.tick().await;
+        }
+    }
+}
+
+async fn read_retention(
+    pool: &Pool,
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<Duration, String> {
+    let mut req = client.get(format!("{base}/api/v1/status/runtimeinfo"));
+    if let Some(auth) = pool.authorization() {
+        req = req.header(http::header::AUTHORIZATION, auth.clone());
+    }
+    let r = req.send().await.map_err(|e| e.to_string())?;
+    if !r.status().is_success() {
+        return Err(format!("runtimeinfo: HTTP {}", r.status().as_u16()));
+    }
+    let v: Value = r.json().await.map_err(|e| format!("runtimeinfo: {e}"))?;
+    let text = v["data"]["storageRetention"]
+        .as_str()
+        .ok_or("runtimeinfo has no data.storageRetention")?;
+    parse_retention(text)
+}
+
+/// Prometheus' `storageRetention`: `15d`, `1y2w`, `15d or 1GiB`, or a size alone.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    text.split(" or ")
+        .find_map(|part| humantime::parse_duration(part.trim()).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("storageRetention `{text}` has no time limit"))
+}
+
 async fn check(
     t: &Target,
     hc: &HealthCheck,
@@ -258,6 +350,10 @@ pub fn status(targets: &[Target]) -> Value {
                         v["state"] = json!(if p.passively_down(i) { "down" } else { "up" });
                     }
                     v["address"] = json!(p.backend(i).to_string());
+                    v["in_flight"] = json!(p.active(i));
+                    if p.config.balance == Balance::Retention {
+                        v["retention_seconds"] = json!(p.retention(i).map(|d| d.as_secs()));
+                    }
                     v
                 })
                 .collect();
@@ -265,6 +361,11 @@ pub fn status(targets: &[Target]) -> Value {
                 "name": p.config.name,
                 // Behind a slurmrestd route: its checks carry a Slurm token.
                 "slurmrestd": t.slurm.is_some(),
+                "balance": match p.config.balance {
+                    Balance::RoundRobin => "round_robin",
+                    Balance::LeastConnections => "least_connections",
+                    Balance::Retention => "retention",
+                },
                 "health_check": p.config.health_check.as_ref().map(|h| json!({
                     "path": h.path,
                     "interval_seconds": h.interval.as_secs_f64(),
@@ -275,4 +376,18 @@ pub fn status(targets: &[Target]) -> Value {
         })
         .collect();
     json!({"status": "success", "data": {"pools": pools}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_retention_strings() {
+        let day = 86_400;
+        assert_eq!(parse_retention("15d").unwrap().as_secs(), 15 * day);
+        assert_eq!(parse_retention("3650d or 1GiB").unwrap().as_secs(), 3650 * day);
+        assert_eq!(parse_retention("1w2d").unwrap().as_secs(), 9 * day);
+        assert!(parse_retention("512MiB").is_err());
+    }
 }

@@ -1,5 +1,11 @@
-//! The `upstream` step: a route's pool picks a backend, round-robin, skipping backends that
-//! recently refused connections (passive marking, like nginx's `fail_timeout`).
+//! The `upstream` step: a route's pool picks a backend (round-robin, least connections, or
+//! by retention for TSDBs), skipping backends that recently refused connections (passive
+//! marking, like nginx's `fail_timeout`).
+//!
+//! `retention` pools (a short-term Prometheus and a long-term store) send a query to a
+//! backend whose retention holds the query's time range (the earliest sample it reads,
+//! worked out by `enforce::prometheus`); among those, the one with the fewest requests in
+//! flight. When none holds it, the backend that holds the most answers (the best there is).
 //!
 //! A pool of one backend never marks it down: its errors are reported as they happen (502,
 //! 504). When every backend of a larger pool is marked down, the request gets 503. Active
@@ -8,6 +14,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 use std::time::Instant;
 
 use pingora::upstreams::peer::HttpPeer;
@@ -15,7 +22,7 @@ use pingora::utils::tls::WrappedX509;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{self, BackendAddr};
+use crate::config::{self, BackendAddr, Balance};
 use crate::error::Rejection;
 use crate::health::BackendHealth;
 
@@ -26,6 +33,10 @@ pub struct Pool {
     down_until: Vec<AtomicU64>,
     /// Per backend: the last active health check (see `health.rs`).
     health: Vec<ArcSwap<BackendHealth>>,
+    /// Per backend: requests in flight (for least connections, and `/-/status`).
+    active: Vec<AtomicUsize>,
+    /// Per backend (`retention` pools): seconds of data it holds; 0 = not known yet.
+    retention: Vec<AtomicU64>,
     epoch: Instant,
     ca: Option<Arc<[WrappedX509]>>,
     authorization: Option<http::HeaderValue>,
@@ -58,6 +69,14 @@ impl Pool {
                 .iter()
                 .map(|_| ArcSwap::from_pointee(BackendHealth::unknown()))
                 .collect(),
+            active: config.backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+            retention: config
+                .retention
+                .iter()
+                .map(|r| AtomicU64::new(r.map_or(0, |d| d.as_secs().max(1))))
+                .chain(std::iter::repeat_with(|| AtomicU64::new(0)))
+                .take(config.backends.len())
+                .collect(),
             config: config.clone(),
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -76,21 +95,78 @@ impl Pool {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// The next backend in turn that is not marked down and not in `tried`.
-    pub fn select(&self, tried: &[usize]) -> Result<usize, Rejection> {
+    /// The backend for the next request: not marked down, not in `tried`, picked by the
+    /// pool's `balance`. `earliest` is the oldest sample the request reads (Unix seconds;
+    /// `-inf` for all history), for `retention` pools.
+    pub fn select(&self, tried: &[usize], earliest: Option<f64>) -> Result<usize, Rejection> {
         let n = self.config.backends.len();
         let now = self.now_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| (start + i) % n)
-            .find(|&i| {
-                !tried.contains(&i)
-                    && (n == 1 || self.down_until[i].load(Ordering::Relaxed) <= now)
-                    && self.health[i].load().state != "down"
-            })
-            .ok_or_else(|| {
-                Rejection::Unavailable(format!("no healthy backend in pool `{}`", self.config.name))
-            })
+        // In round-robin order from `start`, so ties go round.
+        let usable = (0..n).map(|i| (start + i) % n).filter(|&i| {
+            !tried.contains(&i)
+                && (n == 1 || self.down_until[i].load(Ordering::Relaxed) <= now)
+                && self.health[i].load().state != "down"
+        });
+        let least_busy = |candidates: &mut dyn Iterator<Item = usize>| {
+            candidates.min_by_key(|&i| self.active[i].load(Ordering::Relaxed))
+        };
+        let picked = match self.config.balance {
+            Balance::RoundRobin => usable.clone().next(),
+            Balance::LeastConnections => least_busy(&mut usable.clone()),
+            Balance::Retention => {
+                // How far back the request reads, in seconds (0: only recent data).
+                let reach = earliest.map_or(0.0, |e| crate::store::now() as f64 - e);
+                let holds = |i: &usize| {
+                    let r = self.retention[*i].load(Ordering::Relaxed);
+                    r > 0 && r as f64 >= reach
+                };
+                least_busy(&mut usable.clone().filter(holds)).or_else(|| {
+                    // Nobody holds it all: the one that holds the most (unknown = least).
+                    let longest = usable
+                        .clone()
+                        .map(|i| self.retention[i].load(Ordering::Relaxed))
+                        .max()?;
+                    least_busy(
+                        &mut usable
+                            .clone()
+                            .filter(|&i| self.retention[i].load(Ordering::Relaxed) == longest),
+                    )
+                })
+            }
+        };
+        picked.ok_or_else(|| {
+            Rejection::Unavailable(format!("no healthy backend in pool `{}`", self.config.name))
+        })
+    }
+
+    /// Counts a request in flight on backend `i` until the lease is dropped.
+    pub fn lease(self: &Arc<Self>, i: usize) -> Lease {
+        self.active[i].fetch_add(1, Ordering::Relaxed);
+        Lease {
+            pool: self.clone(),
+            index: i,
+        }
+    }
+
+    /// Requests in flight on backend `i`.
+    pub fn active(&self, i: usize) -> usize {
+        self.active[i].load(Ordering::Relaxed)
+    }
+
+    /// The retention backend `i` holds, if known (`retention` pools).
+    pub fn retention(&self, i: usize) -> Option<Duration> {
+        match self.retention.get(i)?.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        }
+    }
+
+    /// Records the retention read from backend `i` (declared ones are never overwritten).
+    pub fn set_retention(&self, i: usize, d: Duration) {
+        if self.config.retention.get(i).is_some_and(Option::is_none) {
+            self.retention[i].store(d.as_secs().max(1), Ordering::Relaxed);
+        }
     }
 
     /// Skips backend `i` for `fail_timeout` (only in pools of two or more).
@@ -161,6 +237,18 @@ impl Pool {
     }
 }
 
+/// One request in flight on one backend; dropping it ends the count.
+pub struct Lease {
+    pool: Arc<Pool>,
+    index: usize,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.pool.active[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
     let certs = crate::tls::read_pem_certs(path, "CA file")?;
     let mut out = Vec::new();
@@ -184,6 +272,10 @@ mod tests {
     use std::time::Duration;
 
     fn pool(n: usize) -> Pool {
+        pool_with(n, Balance::RoundRobin, vec![None; n])
+    }
+
+    fn pool_with(n: usize, balance: Balance, retention: Vec<Option<Duration>>) -> Pool {
         let backends = (0..n)
             .map(|i| BackendAddr::Tcp {
                 addr: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
@@ -203,6 +295,8 @@ mod tests {
             authorization: None,
             fail_timeout: Duration::from_secs(60),
             health_check: None,
+            balance,
+            retention,
         })
         .unwrap()
     }
@@ -210,18 +304,76 @@ mod tests {
     #[test]
     fn round_robin_skips_failed_backends() {
         let p = pool(3);
-        let picks: Vec<_> = (0..3).map(|_| p.select(&[]).unwrap()).collect();
+        let picks: Vec<_> = (0..3).map(|_| p.select(&[], None).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2]);
         p.mark_failed(1);
-        let picks: Vec<_> = (0..4).map(|_| p.select(&[]).unwrap()).collect();
+        let picks: Vec<_> = (0..4).map(|_| p.select(&[], None).unwrap()).collect();
         assert!(!picks.contains(&1));
-        assert_eq!(p.select(&[0, 2]).unwrap_err().status(), 503);
+        assert_eq!(p.select(&[0, 2], None).unwrap_err().status(), 503);
     }
 
     #[test]
     fn a_single_backend_is_never_marked_down() {
         let p = pool(1);
         p.mark_failed(0);
-        assert_eq!(p.select(&[]).unwrap(), 0);
+        assert_eq!(p.select(&[], None).unwrap(), 0);
+    }
+
+    #[test]
+    fn least_connections_prefers_the_least_busy_backend() {
+        let p = Arc::new(pool_with(3, Balance::LeastConnections, vec![None; 3]));
+        let a = p.lease(0);
+        let _b = p.lease(0);
+        let _c = p.lease(1);
+        assert_eq!(p.select(&[], None).unwrap(), 2);
+        let _d = p.lease(2);
+        let _e = p.lease(2);
+        assert_eq!(p.select(&[], None).unwrap(), 1);
+        drop(a);
+        // 0 and 1 have one each now: both are picked, in turn.
+        let picks: std::collections::BTreeSet<_> =
+            (0..4).map(|_| p.select(&[], None).unwrap()).collect();
+        assert_eq!(picks.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(p.active(0), 1);
+    }
+
+    #[test]
+    fn retention_sends_old_ranges_to_the_backend_that_holds_them() {
+        let day = Duration::from_secs(86_400);
+        let p = Arc::new(pool_with(
+            2,
+            Balance::Retention,
+            vec![Some(2 * day), Some(3650 * day)],
+        ));
+        let now = crate::store::now() as f64;
+        // A range reaching back ten days: only the long-term store holds it.
+        for _ in 0..4 {
+            assert_eq!(p.select(&[], Some(now - 10.0 * 86_400.0)).unwrap(), 1);
+        }
+        // All history (a series listing without `start`): the one that holds the most.
+        assert_eq!(p.select(&[], Some(f64::NEG_INFINITY)).unwrap(), 1);
+        // Recent data: either holds it, so the least busy answers.
+        let _busy = p.lease(1);
+        assert_eq!(p.select(&[], Some(now - 3600.0)).unwrap(), 0);
+        // The long-term store is down (tried already): the short-term one answers rather
+        // than nobody.
+        assert_eq!(p.select(&[1], Some(now - 10.0 * 86_400.0)).unwrap(), 0);
+        // A retention read from the backend never overrides a declared one.
+        p.set_retention(0, 10_000 * day);
+        assert_eq!(p.retention(0), Some(2 * day));
+    }
+
+    #[test]
+    fn retention_unknown_until_read() {
+        let day = Duration::from_secs(86_400);
+        let p = pool_with(2, Balance::Retention, vec![None, None]);
+        let now = crate::store::now() as f64;
+        assert_eq!(p.retention(1), None);
+        // Nothing known: any backend (round-robin among equals).
+        assert!(p.select(&[], Some(now - 86_400.0)).is_ok());
+        p.set_retention(0, 15 * day);
+        p.set_retention(1, 400 * day);
+        assert_eq!(p.select(&[], Some(now - 30.0 * 86_400.0)).unwrap(), 1);
+        assert_eq!(p.retention(0), Some(15 * day));
     }
 }

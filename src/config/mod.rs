@@ -156,6 +156,20 @@ pub struct Pool {
     pub authorization: Option<Secret>,
     pub fail_timeout: Duration,
     pub health_check: Option<HealthCheck>,
+    pub balance: Balance,
+    /// Per backend (`retention` pools): the declared retention; `None` is read from the
+    /// backend.
+    pub retention: Vec<Option<Duration>>,
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConnections,
+    /// TSDBs: among the backends whose retention holds the query's time range, the least
+    /// busy; when none does, the one that holds the most.
+    Retention,
 }
 
 /// Active health checks of a pool's backends.

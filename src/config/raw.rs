@@ -75,6 +75,13 @@ pub struct Pool {
     pub fail_timeout: Option<String>,
     /// Active health checks of every backend (`[pools.NAME.health_check]`).
     pub health_check: Option<HealthCheck>,
+    /// `round_robin` (default), `least_connections`, or `retention` (TSDBs: a query goes to
+    /// a backend whose retention holds its time range, least connections among those).
+    pub balance: Option<String>,
+    /// `retention` pools: backend (as in `backends`) → how far back it holds data, e.g.
+    /// `"15d"`. A backend left out is asked (`/api/v1/status/runtimeinfo`).
+    #[serde(default)]
+    pub retention: BTreeMap<String, String>,
 }
 
 /// `GET path` on each backend every `interval`; a backend that does not answer 2xx within

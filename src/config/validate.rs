@@ -680,6 +680,44 @@ impl Validator {
                 "the value is not a valid header value (control characters?)",
             );
         }
+        let balance = match p.balance.as_deref() {
+            None | Some("round_robin") => Balance::RoundRobin,
+            Some("least_connections") => Balance::LeastConnections,
+            Some("retention") => Balance::Retention,
+            Some(other) => {
+                self.err(
+                    format!("{key}.balance"),
+                    format!(
+                        "unknown balance `{other}`; use round_robin, least_connections or \
+                         retention"
+                    ),
+                );
+                Balance::RoundRobin
+            }
+        };
+        let mut retention = vec![None; backends.len()];
+        if !p.retention.is_empty() && balance != Balance::Retention {
+            self.err(
+                format!("{key}.retention"),
+                "only used with balance = \"retention\"",
+            );
+        }
+        for (backend, value) in &p.retention {
+            let rkey = format!("{key}.retention.\"{backend}\"");
+            let Some(i) = p.backends.iter().position(|b| b == backend) else {
+                self.err(rkey, format!("`{backend}` is not one of the pool's backends"));
+                continue;
+            };
+            match humantime::parse_duration(value) {
+                Ok(d) if !d.is_zero() => {
+                    if let Some(slot) = retention.get_mut(i) {
+                        *slot = Some(d);
+                    }
+                }
+                Ok(_) => self.err(rkey, "must be greater than 0"),
+                Err(e) => self.err(rkey, format!("`{value}` is not a duration like 15d: {e}")),
+            }
+        }
         Pool {
             name: name.to_string(),
             backends,
@@ -692,6 +730,8 @@ impl Validator {
             authorization,
             fail_timeout,
             health_check: self.health_check(&key, p.health_check),
+            balance,
+            retention,
         }
     }
 

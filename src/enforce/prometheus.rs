@@ -10,10 +10,11 @@
 use bytes::Bytes;
 use pingora::proxy::Session;
 
-use super::promql::{Enforced, Refusal, enforce_query, enforce_selector};
+use super::promql::{Enforced, Refusal, confine_expr, earliest_read, enforce_selector, parse};
 use crate::authenticate::Caller;
 use crate::authorize::Permit;
 use crate::authorize::cedar::Policies;
+use crate::config::Balance;
 use crate::error::Rejection;
 
 /// Largest POST form the gateway reads to enforce (Prometheus queries are far smaller).
@@ -76,35 +77,101 @@ fn encode_form(params: &[(String, String)]) -> String {
         .finish()
 }
 
-/// Rewrites the data-reading parameters of one parameter list.
+/// The first value of `key`, body before URL (as Prometheus' `FormValue` reads them).
+fn param<'p>(url: &'p [(String, String)], body: Option<&'p [(String, String)]>, key: &str) -> Option<&'p str> {
+    body.into_iter()
+        .flatten()
+        .chain(url.iter())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// A Prometheus time parameter: Unix seconds (with fraction) or RFC 3339.
+fn parse_time(s: &str) -> Option<f64> {
+    if let Ok(t) = s.parse::<f64>() {
+        return t.is_finite().then_some(t);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+/// The time range a request reads: `(start, end)` for query parameters, and for selector
+/// listings the oldest time itself (all history without `start`).
+enum Range {
+    Eval(f64, f64),
+    Since(f64),
+    Nothing,
+}
+
+fn range_of(rel: &str, kind: Params, url: &[(String, String)], body: Option<&[(String, String)]>, now: f64) -> Range {
+    let get = |k| param(url, body, k).filter(|v| !v.is_empty()).and_then(parse_time);
+    match (kind, rel) {
+        (Params::Query, "/api/v1/query") => {
+            let t = get("time").unwrap_or(now);
+            Range::Eval(t, t)
+        }
+        (Params::Query, "/api/v1/format_query") | (Params::Free, _) => Range::Nothing,
+        (Params::Query, _) => Range::Eval(
+            get("start").unwrap_or(f64::NEG_INFINITY),
+            get("end").unwrap_or(now),
+        ),
+        (Params::Match, _) => Range::Since(get("start").unwrap_or(f64::NEG_INFINITY)),
+    }
+}
+
+/// Rewrites the data-reading parameters of one parameter list (when `e` is given) and
+/// returns the oldest sample time their queries read (when `range` is).
 fn rewrite(
     params: &mut [(String, String)],
     kind: Params,
-    e: &Enforced<'_>,
-) -> Result<(), Rejection> {
+    e: Option<&Enforced<'_>>,
+    range: &Range,
+) -> Result<f64, Rejection> {
+    let mut earliest = f64::INFINITY;
     for (k, v) in params.iter_mut() {
         match (kind, k.as_str()) {
-            (Params::Query, "query") => *v = enforce_query(v, e).map_err(refusal)?,
-            (Params::Match, "match[]") => *v = enforce_selector(v, e).map_err(refusal)?,
+            (Params::Query, "query") => {
+                let mut expr = match parse(v) {
+                    Ok(x) => x,
+                    // Not PromQL: Prometheus will say so, unless we must enforce.
+                    Err(r) if e.is_some() => return Err(refusal(r)),
+                    Err(_) => continue,
+                };
+                if let Range::Eval(start, end) = range {
+                    earliest = earliest.min(earliest_read(&expr, *start, *end));
+                }
+                if let Some(e) = e {
+                    confine_expr(&mut expr, e).map_err(refusal)?;
+                    *v = expr.to_string();
+                }
+            }
+            (Params::Match, "match[]") => {
+                if let Some(e) = e {
+                    *v = enforce_selector(v, e).map_err(refusal)?;
+                }
+            }
             _ => {}
         }
     }
-    Ok(())
+    Ok(earliest)
 }
 
 /// The request as it must go upstream.
 pub struct Plan {
     /// The new query string (without `?`), when it changed.
     pub query: Option<String>,
-    /// The new form body, when there was one.
+    /// The new form body, when it changed.
     pub body: Option<Bytes>,
     /// The enforced expressions (`query`, `match[]`), for the audit log.
     pub enforced: Vec<String>,
+    /// The oldest sample the request reads (Unix seconds; `-inf` for all history), when it
+    /// reads any and the caller asked (`retention` pools).
+    pub earliest: Option<f64>,
 }
 
 /// Checks and rewrites one request. `rel` is the path below the route's prefix, `query` the
 /// URL's query string, `body` the POST form (already read, at most [`MAX_FORM_BYTES`]);
-/// `user` is `None` for admins.
+/// `user` is `None` for admins. With `now`, the plan says how far back the request reads.
 pub fn enforce(
     mode: &PromqlMode,
     rel: &str,
@@ -112,74 +179,112 @@ pub fn enforce(
     query: Option<&str>,
     body: Option<&[u8]>,
     user: Option<&str>,
+    now: Option<f64>,
 ) -> Result<Plan, Rejection> {
-    let unchanged = Plan {
+    let mut plan = Plan {
         query: None,
         body: None,
         enforced: Vec::new(),
+        earliest: None,
     };
-    let (PromqlMode::Label { label }, Some(user)) = (mode, user) else {
-        return Ok(unchanged);
+    let enforced = match (mode, user) {
+        (PromqlMode::Label { label }, Some(user)) => Some(Enforced { label, value: user }),
+        _ => None,
     };
-    let Some(kind) = endpoint(rel) else {
-        return Err(Rejection::Forbidden(format!(
-            "{rel} is not part of the Prometheus read API open to users (query, query_range, \
-             series, labels, label values, query_exemplars, metadata, format_query, buildinfo)"
-        )));
-    };
-    if !matches!(
-        *method,
-        http::Method::GET | http::Method::POST | http::Method::HEAD
-    ) {
-        return Err(Rejection::Forbidden(format!(
-            "{method} is not allowed on the Prometheus read API"
-        )));
+    if enforced.is_none() && now.is_none() {
+        return Ok(plan);
     }
-    let e = Enforced { label, value: user };
+    let kind = endpoint(rel);
+    if enforced.is_some() {
+        if kind.is_none() {
+            return Err(Rejection::Forbidden(format!(
+                "{rel} is not part of the Prometheus read API open to users (query, \
+                 query_range, series, labels, label values, query_exemplars, metadata, \
+                 format_query, buildinfo)"
+            )));
+        }
+        if !matches!(
+            *method,
+            http::Method::GET | http::Method::POST | http::Method::HEAD
+        ) {
+            return Err(Rejection::Forbidden(format!(
+                "{method} is not allowed on the Prometheus read API"
+            )));
+        }
+    }
+    // Admins on other endpoints (admin API, federate): unchanged, any backend.
+    let Some(kind) = kind else {
+        return Ok(plan);
+    };
     let mut url_params = parse_form(query.unwrap_or("").as_bytes());
     let mut body_params = body.map(parse_form);
+    let range = match now {
+        Some(now) => range_of(rel, kind, &url_params, body_params.as_deref(), now),
+        None => Range::Nothing,
+    };
     let all = || {
         url_params
             .iter()
             .chain(body_params.iter().flatten())
             .map(|(k, _)| k.as_str())
     };
-    if kind == Params::Query && all().filter(|k| *k == "query").count() > 1 {
+    if enforced.is_some() && kind == Params::Query && all().filter(|k| *k == "query").count() > 1
+    {
         return Err(Rejection::BadRequest(
             "`query` is given more than once; send it once".into(),
         ));
     }
     let needs_match = kind == Params::Match && !all().any(|k| k == "match[]");
-    rewrite(&mut url_params, kind, &e)?;
+    let e = enforced.as_ref();
+    let mut earliest = rewrite(&mut url_params, kind, e, &range)?;
     if let Some(b) = body_params.as_mut() {
-        rewrite(b, kind, &e)?;
+        earliest = earliest.min(rewrite(b, kind, e, &range)?);
     }
+    plan.earliest = match range {
+        // (+inf: the queries read no series.)
+        Range::Eval(..) if earliest != f64::INFINITY => Some(earliest),
+        Range::Since(t) => Some(t),
+        _ => None,
+    };
+    let Some(e) = e else {
+        return Ok(plan);
+    };
     if needs_match {
-        let own = enforce_selector(&format!("{{{label}=\"{user}\"}}"), &e).map_err(refusal)?;
+        let own = enforce_selector(&format!("{{{}=\"{}\"}}", e.label, e.value), e)
+            .map_err(refusal)?;
         url_params.push(("match[]".into(), own));
     }
-    let enforced = url_params
+    plan.enforced = url_params
         .iter()
         .chain(body_params.iter().flatten())
         .filter(|(k, _)| k == "query" || k == "match[]")
         .map(|(_, v)| v.clone())
         .collect();
-    Ok(Plan {
-        query: Some(encode_form(&url_params)),
-        body: body_params.map(|b| Bytes::from(encode_form(&b))),
-        enforced,
-    })
+    plan.query = Some(encode_form(&url_params));
+    plan.body = body_params.map(|b| Bytes::from(encode_form(&b)));
+    Ok(plan)
+}
+
+/// What admission decided for a `prometheus` route's request.
+pub struct Admitted {
+    /// The rewritten form body, sent instead of the client's.
+    pub body: Option<Bytes>,
+    /// The PromQL sent upstream, for the audit log.
+    pub promql: Option<String>,
+    /// The oldest sample it reads (`retention` pools pick a backend by it).
+    pub earliest: Option<f64>,
+    /// A call of the read API (GET or POST): safe to send to another backend again.
+    pub read_api: bool,
 }
 
 /// The `prometheus` route step of admission: reads a POST form (at most
-/// [`MAX_FORM_BYTES`]), rewrites the URL's query in place, and returns the rewritten form
-/// body (if there was one) and the PromQL sent upstream, for the audit log.
+/// [`MAX_FORM_BYTES`]), rewrites the URL's query in place, and says what else changes.
 pub async fn admit(
     session: &mut Session,
     permit: &Permit,
     policies: &Policies,
     path: &str,
-) -> Result<(Option<Bytes>, Option<String>), Rejection> {
+) -> Result<Admitted, Rejection> {
     let route = &permit.route().config;
     let user = match permit.caller() {
         Caller::User(id) if policies.is_admin(id) => None,
@@ -187,11 +292,15 @@ pub async fn admit(
         Caller::Public if route.promql == PromqlMode::Off => None,
         Caller::Public => {
             return Err(Rejection::Forbidden(
-                "this public Prometheus route has PromQL enforcement but no user to enforce;                  set promql = { mode = \"off\" } or require authentication"
+                "this public Prometheus route has PromQL enforcement but no user to enforce; \
+                 set promql = { mode = \"off\" } or require authentication"
                     .into(),
             ));
         }
     };
+    // Retention pools pick a backend by the time range, for admins too.
+    let now = (permit.route().pool.config.balance == Balance::Retention)
+        .then(|| crate::store::now() as f64);
     let req = session.req_header();
     let is_form = req
         .headers
@@ -202,7 +311,8 @@ pub async fn admit(
                 .starts_with("application/x-www-form-urlencoded")
         });
     let method = req.method.clone();
-    let body = if user.is_some() && method == http::Method::POST && is_form {
+    let enforcing = user.is_some() && route.promql != PromqlMode::Off;
+    let body = if (enforcing || now.is_some()) && method == http::Method::POST && is_form {
         session.enable_retry_buffering();
         let mut buf = Vec::new();
         loop {
@@ -240,6 +350,7 @@ pub async fn admit(
         req.uri.query(),
         body.as_deref(),
         user.as_deref(),
+        now,
     )?;
     if let Some(q) = plan.query {
         let target = if q.is_empty() {
@@ -252,8 +363,12 @@ pub async fn admit(
             .map_err(|e| Rejection::Internal(format!("rewritten Prometheus URI: {e}")))?;
         session.req_header_mut().set_uri(uri);
     }
-    let promql = (!plan.enforced.is_empty()).then(|| plan.enforced.join(" ; "));
-    Ok((plan.body, promql))
+    Ok(Admitted {
+        body: plan.body,
+        promql: (!plan.enforced.is_empty()).then(|| plan.enforced.join(" ; ")),
+        earliest: plan.earliest,
+        read_api: endpoint(rel).is_some(),
+    })
 }
 
 #[cfg(test)]
@@ -274,11 +389,11 @@ mod tests {
             "/api/v1/write",
             "/api/v1/label//values",
         ] {
-            let r = enforce(&label(), rel, &http::Method::GET, None, None, Some("alice"));
+            let r = enforce(&label(), rel, &http::Method::GET, None, None, Some("alice"), None);
             assert!(matches!(r, Err(Rejection::Forbidden(_))), "{rel}");
         }
         // Admins (no user to enforce) pass unchanged.
-        let r = enforce(&label(), "/federate", &http::Method::GET, None, None, None).unwrap();
+        let r = enforce(&label(), "/federate", &http::Method::GET, None, None, None, None).unwrap();
         assert!(r.query.is_none());
     }
 
@@ -291,6 +406,7 @@ mod tests {
             Some("time=1"),
             Some(b"query=up&step=15"),
             Some("alice"),
+            None,
         )
         .unwrap();
         assert_eq!(p.query.as_deref(), Some("time=1"));
@@ -305,6 +421,7 @@ mod tests {
             Some("query=up"),
             Some(b"query=down"),
             Some("alice"),
+            None,
         );
         assert!(matches!(dup, Err(Rejection::BadRequest(_))));
         let labels = enforce(
@@ -314,11 +431,46 @@ mod tests {
             None,
             None,
             Some("alice"),
+            None,
         )
         .unwrap();
         assert_eq!(
             labels.query.as_deref(),
             Some("match%5B%5D=%7Buser%3D%22alice%22%7D")
         );
+    }
+
+    #[test]
+    fn the_time_range_read_is_worked_out_for_retention_pools() {
+        let now = 1_000_000.0;
+        let plan = |rel: &str, q: &str, body: Option<&[u8]>, user: Option<&str>| {
+            enforce(&label(), rel, &http::Method::POST, Some(q), body, user, Some(now))
+                .unwrap()
+                .earliest
+        };
+        // Instant query at `time` (default now), back by its longest range.
+        assert_eq!(
+            plan("/api/v1/query", "query=rate(up%5B1h%5D)&time=500000", None, None),
+            Some(500_000.0 - 3600.0)
+        );
+        assert_eq!(plan("/api/v1/query", "query=up", None, Some("alice")), Some(now - 300.0));
+        // A range query in the form body (Grafana), RFC 3339 start.
+        assert_eq!(
+            plan(
+                "/api/v1/query_range",
+                "",
+                Some(b"query=up&start=1970-01-02T00:00:00Z&end=900000&step=60"),
+                None
+            ),
+            Some(86_400.0 - 300.0)
+        );
+        // Listings without `start` read all history; `1+1` reads nothing.
+        assert_eq!(plan("/api/v1/labels", "", None, None), Some(f64::NEG_INFINITY));
+        assert_eq!(plan("/api/v1/series", "match[]=up&start=123", None, None), Some(123.0));
+        assert_eq!(plan("/api/v1/query", "query=1%2B1", None, None), None);
+        // Not asked (not a retention pool): nothing worked out.
+        let p = enforce(&label(), "/api/v1/query", &http::Method::GET, Some("query=up"), None, None, None)
+            .unwrap();
+        assert_eq!(p.earliest, None);
     }
 }

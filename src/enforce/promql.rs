@@ -7,7 +7,9 @@
 //! Parsing and printing are promql-parser's; no text surgery on query strings.
 
 use promql_parser::label::{MatchOp, Matcher, Matchers};
-use promql_parser::parser::{self, Expr, VectorSelector};
+use std::time::{Duration, SystemTime};
+
+use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 /// Why a query was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,11 +96,91 @@ fn confine(expr: &mut Expr, e: &Enforced<'_>) -> Result<usize, Refusal> {
     })
 }
 
+/// Parses a query; text that is not PromQL is [`Refusal::Invalid`].
+pub fn parse(query: &str) -> Result<Expr, Refusal> {
+    parser::parse(query).map_err(Refusal::Invalid)
+}
+
+/// Confines every selector of a parsed expression.
+pub fn confine_expr(expr: &mut Expr, e: &Enforced<'_>) -> Result<(), Refusal> {
+    confine(expr, e).map(|_| ())
+}
+
 /// A query with every selector confined, as PromQL text.
 pub fn enforce_query(query: &str, e: &Enforced<'_>) -> Result<String, Refusal> {
-    let mut expr = parser::parse(query).map_err(Refusal::Invalid)?;
+    let mut expr = parse(query)?;
     confine(&mut expr, e)?;
     Ok(expr.to_string())
+}
+
+/// Prometheus' default lookback for instant selectors.
+const LOOKBACK_SECONDS: f64 = 300.0;
+
+fn seconds(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn offset_seconds(o: &Option<Offset>) -> f64 {
+    match o {
+        None => 0.0,
+        Some(Offset::Pos(d)) => seconds(*d),
+        Some(Offset::Neg(d)) => -seconds(*d),
+    }
+}
+
+fn at_seconds(at: &Option<AtModifier>, start: f64, end: f64) -> Option<f64> {
+    Some(match at.as_ref()? {
+        AtModifier::Start => start,
+        AtModifier::End => end,
+        AtModifier::At(t) => match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => seconds(d),
+            Err(e) => -seconds(e.duration()),
+        },
+    })
+}
+
+/// The oldest sample time (Unix seconds) an expression evaluated at every step of
+/// `[start, end]` reads: selectors' ranges (or the 5 min lookback), offsets, `@` and
+/// subqueries included. `+inf` when it reads no series (`1 + 1`, `time()`).
+pub fn earliest_read(expr: &Expr, start: f64, end: f64) -> f64 {
+    match expr {
+        Expr::VectorSelector(vs) => {
+            at_seconds(&vs.at, start, end).unwrap_or(start)
+                - offset_seconds(&vs.offset)
+                - LOOKBACK_SECONDS
+        }
+        Expr::MatrixSelector(ms) => {
+            at_seconds(&ms.vs.at, start, end).unwrap_or(start)
+                - offset_seconds(&ms.vs.offset)
+                - seconds(ms.range)
+        }
+        Expr::Subquery(sq) => {
+            let at = at_seconds(&sq.at, start, end);
+            let off = offset_seconds(&sq.offset);
+            let inner_end = at.unwrap_or(end) - off;
+            let inner_start = at.unwrap_or(start) - off - seconds(sq.range);
+            earliest_read(&sq.expr, inner_start, inner_end)
+        }
+        Expr::Aggregate(a) => {
+            let p = a
+                .param
+                .as_ref()
+                .map_or(f64::INFINITY, |p| earliest_read(p, start, end));
+            earliest_read(&a.expr, start, end).min(p)
+        }
+        Expr::Unary(u) => earliest_read(&u.expr, start, end),
+        Expr::Paren(p) => earliest_read(&p.expr, start, end),
+        Expr::Binary(b) => earliest_read(&b.lhs, start, end).min(earliest_read(&b.rhs, start, end)),
+        Expr::Call(c) => c
+            .args
+            .args
+            .iter()
+            .map(|a| earliest_read(a, start, end))
+            .fold(f64::INFINITY, f64::min),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => f64::INFINITY,
+        // Never made by the parser; assume it reads back to the range's start.
+        Expr::Extension(_) => start - LOOKBACK_SECONDS,
+    }
 }
 
 /// A `match[]` series selector, confined.
@@ -205,5 +287,28 @@ mod tests {
             enforce_selector("sum(up)", &ALICE),
             Err(Refusal::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn earliest_read_covers_ranges_offsets_at_and_subqueries() {
+        let at = |q: &str, start: f64, end: f64| earliest_read(&parse(q).unwrap(), start, end);
+        let t = 1_000_000.0;
+        assert_eq!(at("up", t, t), t - 300.0);
+        assert_eq!(at("rate(up[1h])", t, t), t - 3600.0);
+        assert_eq!(at("rate(up[1h] offset 1d)", t, t), t - 3600.0 - 86_400.0);
+        assert_eq!(at("up offset -5m", t, t), t);
+        assert_eq!(at("up @ 100", t, t), 100.0 - 300.0);
+        assert_eq!(at("up @ start()", t - 50.0, t), t - 350.0);
+        // A subquery reads its range before each step, and its selectors' ranges before that.
+        assert_eq!(
+            at("max_over_time(rate(up[5m])[1d:1m])", t, t),
+            t - 86_400.0 - 300.0
+        );
+        // The oldest of every branch: `or` cannot hide a far-reaching side.
+        assert_eq!(at("up or rate(down[30d])", t, t), t - 30.0 * 86_400.0);
+        // Range queries read from their start.
+        assert_eq!(at("rate(up[5m])", t - 7200.0, t), t - 7200.0 - 300.0);
+        // Nothing read at all.
+        assert!(at("1 + time()", t, t).is_infinite());
     }
 }
