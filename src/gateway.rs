@@ -251,9 +251,8 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
             let key = crate::authorize::rate_limit::key_for(permit.caller(), ctx.client);
             snap.rate_limits.check(&route.config, &key).await?;
             if route.config.kind == crate::config::RouteKind::Prometheus {
-                let a =
-                    crate::enforce::prometheus::admit(session, &permit, &snap.policies, &path)
-                        .await?;
+                let a = crate::enforce::prometheus::admit(session, &permit, &snap.policies, &path)
+                    .await?;
                 ctx.body_replacement = a.body;
                 ctx.promql = a.promql;
                 ctx.earliest = a.earliest;
@@ -497,8 +496,8 @@ impl ProxyHttp for Gateway {
         if !client_reused && let Some(&idx) = ctx.tried.last() {
             pool.mark_failed(idx);
         }
-        let untouched = session.response_written().is_none()
-            && !session.as_ref().retry_buffer_truncated();
+        let untouched =
+            session.response_written().is_none() && !session.as_ref().retry_buffer_truncated();
         let broken = matches!(
             e.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError

@@ -260,7 +260,7 @@ async fn read_retention(
 /// Prometheus' `storageRetention`: `15d`, `1y2w`, `15d or 1GiB`, or a size alone.
 fn parse_retention(text: &str) -> Result<Duration, String> {
     text.split(" or ")
-        .find_map(|part| humantime::parse_duration(part.trim()).ok())
+        .find_map(|part| promql_parser::util::parse_duration(part.trim()).ok())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("storageRetention `{text}` has no time limit"))
 }
@@ -386,8 +386,13 @@ mod tests {
     fn prometheus_retention_strings() {
         let day = 86_400;
         assert_eq!(parse_retention("15d").unwrap().as_secs(), 15 * day);
-        assert_eq!(parse_retention("3650d or 1GiB").unwrap().as_secs(), 3650 * day);
+        assert_eq!(
+            parse_retention("3650d or 1GiB").unwrap().as_secs(),
+            3650 * day
+        );
         assert_eq!(parse_retention("1w2d").unwrap().as_secs(), 9 * day);
         assert!(parse_retention("512MiB").is_err());
+        // Prometheus' year is 365 days.
+        assert_eq!(parse_retention("10y").unwrap().as_secs(), 3650 * day);
     }
 }

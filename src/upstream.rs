@@ -69,7 +69,11 @@ impl Pool {
                 .iter()
                 .map(|_| ArcSwap::from_pointee(BackendHealth::unknown()))
                 .collect(),
-            active: config.backends.iter().map(|_| AtomicUsize::new(0)).collect(),
+            active: config
+                .backends
+                .iter()
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
             retention: config
                 .retention
                 .iter()

@@ -705,17 +705,24 @@ impl Validator {
         for (backend, value) in &p.retention {
             let rkey = format!("{key}.retention.\"{backend}\"");
             let Some(i) = p.backends.iter().position(|b| b == backend) else {
-                self.err(rkey, format!("`{backend}` is not one of the pool's backends"));
+                self.err(
+                    rkey,
+                    format!("`{backend}` is not one of the pool's backends"),
+                );
                 continue;
             };
-            match humantime::parse_duration(value) {
+            // Prometheus' own duration syntax (a year is 365 days), as its flags use.
+            match promql_parser::util::parse_duration(value) {
                 Ok(d) if !d.is_zero() => {
                     if let Some(slot) = retention.get_mut(i) {
                         *slot = Some(d);
                     }
                 }
                 Ok(_) => self.err(rkey, "must be greater than 0"),
-                Err(e) => self.err(rkey, format!("`{value}` is not a duration like 15d: {e}")),
+                Err(e) => self.err(
+                    rkey,
+                    format!("`{value}` is not a Prometheus duration like 15d or 1y: {e}"),
+                ),
             }
         }
         Pool {

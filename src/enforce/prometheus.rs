@@ -78,7 +78,11 @@ fn encode_form(params: &[(String, String)]) -> String {
 }
 
 /// The first value of `key`, body before URL (as Prometheus' `FormValue` reads them).
-fn param<'p>(url: &'p [(String, String)], body: Option<&'p [(String, String)]>, key: &str) -> Option<&'p str> {
+fn param<'p>(
+    url: &'p [(String, String)],
+    body: Option<&'p [(String, String)]>,
+    key: &str,
+) -> Option<&'p str> {
     body.into_iter()
         .flatten()
         .chain(url.iter())
@@ -103,8 +107,18 @@ enum Range {
     Nothing,
 }
 
-fn range_of(rel: &str, kind: Params, url: &[(String, String)], body: Option<&[(String, String)]>, now: f64) -> Range {
-    let get = |k| param(url, body, k).filter(|v| !v.is_empty()).and_then(parse_time);
+fn range_of(
+    rel: &str,
+    kind: Params,
+    url: &[(String, String)],
+    body: Option<&[(String, String)]>,
+    now: f64,
+) -> Range {
+    let get = |k| {
+        param(url, body, k)
+            .filter(|v| !v.is_empty())
+            .and_then(parse_time)
+    };
     match (kind, rel) {
         (Params::Query, "/api/v1/query") => {
             let t = get("time").unwrap_or(now);
@@ -228,8 +242,7 @@ pub fn enforce(
             .chain(body_params.iter().flatten())
             .map(|(k, _)| k.as_str())
     };
-    if enforced.is_some() && kind == Params::Query && all().filter(|k| *k == "query").count() > 1
-    {
+    if enforced.is_some() && kind == Params::Query && all().filter(|k| *k == "query").count() > 1 {
         return Err(Rejection::BadRequest(
             "`query` is given more than once; send it once".into(),
         ));
@@ -250,8 +263,8 @@ pub fn enforce(
         return Ok(plan);
     };
     if needs_match {
-        let own = enforce_selector(&format!("{{{}=\"{}\"}}", e.label, e.value), e)
-            .map_err(refusal)?;
+        let own =
+            enforce_selector(&format!("{{{}=\"{}\"}}", e.label, e.value), e).map_err(refusal)?;
         url_params.push(("match[]".into(), own));
     }
     plan.enforced = url_params
@@ -389,11 +402,28 @@ mod tests {
             "/api/v1/write",
             "/api/v1/label//values",
         ] {
-            let r = enforce(&label(), rel, &http::Method::GET, None, None, Some("alice"), None);
+            let r = enforce(
+                &label(),
+                rel,
+                &http::Method::GET,
+                None,
+                None,
+                Some("alice"),
+                None,
+            );
             assert!(matches!(r, Err(Rejection::Forbidden(_))), "{rel}");
         }
         // Admins (no user to enforce) pass unchanged.
-        let r = enforce(&label(), "/federate", &http::Method::GET, None, None, None, None).unwrap();
+        let r = enforce(
+            &label(),
+            "/federate",
+            &http::Method::GET,
+            None,
+            None,
+            None,
+            None,
+        )
+        .unwrap();
         assert!(r.query.is_none());
     }
 
@@ -444,16 +474,32 @@ mod tests {
     fn the_time_range_read_is_worked_out_for_retention_pools() {
         let now = 1_000_000.0;
         let plan = |rel: &str, q: &str, body: Option<&[u8]>, user: Option<&str>| {
-            enforce(&label(), rel, &http::Method::POST, Some(q), body, user, Some(now))
-                .unwrap()
-                .earliest
+            enforce(
+                &label(),
+                rel,
+                &http::Method::POST,
+                Some(q),
+                body,
+                user,
+                Some(now),
+            )
+            .unwrap()
+            .earliest
         };
         // Instant query at `time` (default now), back by its longest range.
         assert_eq!(
-            plan("/api/v1/query", "query=rate(up%5B1h%5D)&time=500000", None, None),
+            plan(
+                "/api/v1/query",
+                "query=rate(up%5B1h%5D)&time=500000",
+                None,
+                None
+            ),
             Some(500_000.0 - 3600.0)
         );
-        assert_eq!(plan("/api/v1/query", "query=up", None, Some("alice")), Some(now - 300.0));
+        assert_eq!(
+            plan("/api/v1/query", "query=up", None, Some("alice")),
+            Some(now - 300.0)
+        );
         // A range query in the form body (Grafana), RFC 3339 start.
         assert_eq!(
             plan(
@@ -465,12 +511,26 @@ mod tests {
             Some(86_400.0 - 300.0)
         );
         // Listings without `start` read all history; `1+1` reads nothing.
-        assert_eq!(plan("/api/v1/labels", "", None, None), Some(f64::NEG_INFINITY));
-        assert_eq!(plan("/api/v1/series", "match[]=up&start=123", None, None), Some(123.0));
+        assert_eq!(
+            plan("/api/v1/labels", "", None, None),
+            Some(f64::NEG_INFINITY)
+        );
+        assert_eq!(
+            plan("/api/v1/series", "match[]=up&start=123", None, None),
+            Some(123.0)
+        );
         assert_eq!(plan("/api/v1/query", "query=1%2B1", None, None), None);
         // Not asked (not a retention pool): nothing worked out.
-        let p = enforce(&label(), "/api/v1/query", &http::Method::GET, Some("query=up"), None, None, None)
-            .unwrap();
+        let p = enforce(
+            &label(),
+            "/api/v1/query",
+            &http::Method::GET,
+            Some("query=up"),
+            None,
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(p.earliest, None);
     }
 }

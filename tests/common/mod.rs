@@ -280,6 +280,22 @@ impl Gateway {
         panic!("no audit record for route {route}");
     }
 
+    /// The audit record of one request (by its `x-request-id`), waiting for it to be written.
+    pub async fn audit_of(&self, request_id: &str) -> serde_json::Value {
+        for _ in 0..40 {
+            if let Some(a) = self
+                .audit()
+                .into_iter()
+                .rev()
+                .find(|a| a["request_id"] == request_id)
+            {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no audit record for request {request_id}");
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -433,10 +449,22 @@ impl RealServer {
     }
 
     fn start_full(name: &str, args: &[&str], env: &[(&str, &str)]) -> RealServer {
+        Self::start_prepared(name, args, env, |_| {})
+    }
+
+    /// `start` with arguments and environment, after `prepare` ran with the server's fresh
+    /// directory (e.g. a Prometheus backfill, which must happen before start).
+    pub fn start_prepared(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> RealServer {
         let dir = tempfile::Builder::new()
             .prefix(&format!("hpcgate-{name}-"))
             .tempdir_in("/tmp")
             .unwrap();
+        prepare(dir.path());
         let script = format!("{}/tests/servers/{name}.sh", env!("CARGO_MANIFEST_DIR"));
         let out = Command::new("bash")
             .arg(&script)
@@ -486,4 +514,12 @@ impl Drop for RealServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Now, in whole Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
