@@ -333,10 +333,16 @@ pub struct Route {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Promql {
-    /// `label`: every selector gets `<label>="<user>"`; `off`: users read everything.
+    /// `label`: every selector gets `<label>="<user>"`; `ownership`: every selector pins job
+    /// ids the accounting store says are the user's (or their projects'); `off`: users read
+    /// everything.
     pub mode: String,
-    /// The label naming a series' owner (default `user`).
+    /// `label` mode: the label naming a series' owner (default `user`). `ownership` mode:
+    /// the label holding the job id (default `uuid`).
     pub label: Option<String>,
+    /// `ownership` mode: metrics that belong to no job, readable without pinning ids.
+    #[serde(default)]
+    pub allow_metrics: Vec<String>,
 }
 
 /// `[routes.slurm]`: the Slurm step of a `kind = "slurmrestd"` route. It sends

@@ -359,7 +359,14 @@ impl Validator {
             );
             return PromqlMode::Off;
         }
-        let label = p.label.unwrap_or_else(|| "user".into());
+        let label = p.label.unwrap_or_else(|| {
+            if p.mode == "ownership" {
+                "uuid"
+            } else {
+                "user"
+            }
+            .into()
+        });
         let valid_label = label
             .chars()
             .next()
@@ -372,13 +379,37 @@ impl Validator {
                 format!("`{label}` is not a Prometheus label name"),
             );
         }
+        if !p.allow_metrics.is_empty() && p.mode != "ownership" {
+            self.err(
+                format!("{key}.promql.allow_metrics"),
+                "only used with mode = \"ownership\"",
+            );
+        }
+        for (i, m) in p.allow_metrics.iter().enumerate() {
+            let valid = m
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+                && m.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            if !valid {
+                self.err(
+                    format!("{key}.promql.allow_metrics[{i}]"),
+                    format!("`{m}` is not a metric name (exact names only, no patterns)"),
+                );
+            }
+        }
         match p.mode.as_str() {
             "label" => PromqlMode::Label { label },
+            "ownership" => PromqlMode::Ownership {
+                label,
+                allow_metrics: p.allow_metrics,
+            },
             "off" => PromqlMode::Off,
             other => {
                 self.err(
                     format!("{key}.promql.mode"),
-                    format!("unknown mode `{other}`; expected label or off"),
+                    format!("unknown mode `{other}`; expected label, ownership or off"),
                 );
                 PromqlMode::Off
             }
@@ -1105,7 +1136,7 @@ impl Validator {
                 .all(|n| matches!(auths.get(n), Some(Authenticator::None)));
             if public
                 && !r.authenticators.is_empty()
-                && matches!(promql, crate::enforce::prometheus::PromqlMode::Label { .. })
+                && promql != crate::enforce::prometheus::PromqlMode::Off
             {
                 self.err(
                     format!("{key}.promql"),

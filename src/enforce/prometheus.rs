@@ -7,10 +7,15 @@
 //! since Prometheus and the gateway might not pick the same one; label listings without a
 //! `match[]` get the user's own, so they cannot enumerate other users' values.
 
+use std::collections::BTreeSet;
+
 use bytes::Bytes;
 use pingora::proxy::Session;
 
-use super::promql::{Enforced, Refusal, confine_expr, earliest_read, enforce_selector, parse};
+use super::promql::{
+    Enforced, Refusal, confine_expr, earliest_read, enforce_selector, parse, pinned_ids,
+    pinned_ids_of_selector,
+};
 use crate::authenticate::Caller;
 use crate::authorize::Permit;
 use crate::authorize::cedar::Policies;
@@ -27,6 +32,12 @@ pub enum PromqlMode {
     Off,
     /// Every selector gets `<label>="<user>"`.
     Label { label: String },
+    /// Every selector pins job ids (`<label>`, e.g. `uuid`) that are the user's or their
+    /// projects' in the accounting store; `allow_metrics` belong to no job.
+    Ownership {
+        label: String,
+        allow_metrics: Vec<String>,
+    },
 }
 
 /// What parameters of an endpoint read data.
@@ -133,13 +144,23 @@ fn range_of(
     }
 }
 
-/// Rewrites the data-reading parameters of one parameter list (when `e` is given) and
-/// returns the oldest sample time their queries read (when `range` is).
+/// How a user's request is confined.
+enum Rule<'a> {
+    /// `label` mode: add the user's matcher.
+    Confine(Enforced<'a>),
+    /// `ownership` mode: collect the pinned job ids.
+    Pin { label: &'a str, allow: &'a [String] },
+}
+
+/// Applies the rule (if any) to the data-reading parameters of one parameter list: rewrites
+/// them (`label`) or collects their job ids into `ids` (`ownership`). Returns the oldest
+/// sample time their queries read (when `range` is given).
 fn rewrite(
     params: &mut [(String, String)],
     kind: Params,
-    e: Option<&Enforced<'_>>,
+    rule: Option<&Rule<'_>>,
     range: &Range,
+    ids: &mut BTreeSet<String>,
 ) -> Result<f64, Rejection> {
     let mut earliest = f64::INFINITY;
     for (k, v) in params.iter_mut() {
@@ -148,22 +169,30 @@ fn rewrite(
                 let mut expr = match parse(v) {
                     Ok(x) => x,
                     // Not PromQL: Prometheus will say so, unless we must enforce.
-                    Err(r) if e.is_some() => return Err(refusal(r)),
+                    Err(r) if rule.is_some() => return Err(refusal(r)),
                     Err(_) => continue,
                 };
                 if let Range::Eval(start, end) = range {
                     earliest = earliest.min(earliest_read(&expr, *start, *end));
                 }
-                if let Some(e) = e {
-                    confine_expr(&mut expr, e).map_err(refusal)?;
-                    *v = expr.to_string();
+                match rule {
+                    Some(Rule::Confine(e)) => {
+                        confine_expr(&mut expr, e).map_err(refusal)?;
+                        *v = expr.to_string();
+                    }
+                    Some(Rule::Pin { label, allow }) => {
+                        ids.extend(pinned_ids(&expr, label, allow).map_err(refusal)?);
+                    }
+                    None => {}
                 }
             }
-            (Params::Match, "match[]") => {
-                if let Some(e) = e {
-                    *v = enforce_selector(v, e).map_err(refusal)?;
+            (Params::Match, "match[]") => match rule {
+                Some(Rule::Confine(e)) => *v = enforce_selector(v, e).map_err(refusal)?,
+                Some(Rule::Pin { label, allow }) => {
+                    ids.extend(pinned_ids_of_selector(v, label, allow).map_err(refusal)?);
                 }
-            }
+                None => {}
+            },
             _ => {}
         }
     }
@@ -181,6 +210,9 @@ pub struct Plan {
     /// The oldest sample the request reads (Unix seconds; `-inf` for all history), when it
     /// reads any and the caller asked (`retention` pools).
     pub earliest: Option<f64>,
+    /// `ownership` mode: the job ids the request pins, to check against the accounting
+    /// store before it goes upstream.
+    pub ids: BTreeSet<String>,
 }
 
 /// Checks and rewrites one request. `rel` is the path below the route's prefix, `query` the
@@ -200,16 +232,29 @@ pub fn enforce(
         body: None,
         enforced: Vec::new(),
         earliest: None,
+        ids: BTreeSet::new(),
     };
-    let enforced = match (mode, user) {
-        (PromqlMode::Label { label }, Some(user)) => Some(Enforced { label, value: user }),
+    let rule = match (mode, user) {
+        (PromqlMode::Label { label }, Some(user)) => {
+            Some(Rule::Confine(Enforced { label, value: user }))
+        }
+        (
+            PromqlMode::Ownership {
+                label,
+                allow_metrics,
+            },
+            Some(_),
+        ) => Some(Rule::Pin {
+            label,
+            allow: allow_metrics,
+        }),
         _ => None,
     };
-    if enforced.is_none() && now.is_none() {
+    if rule.is_none() && now.is_none() {
         return Ok(plan);
     }
     let kind = endpoint(rel);
-    if enforced.is_some() {
+    if rule.is_some() {
         if kind.is_none() {
             return Err(Rejection::Forbidden(format!(
                 "{rel} is not part of the Prometheus read API open to users (query, \
@@ -242,16 +287,17 @@ pub fn enforce(
             .chain(body_params.iter().flatten())
             .map(|(k, _)| k.as_str())
     };
-    if enforced.is_some() && kind == Params::Query && all().filter(|k| *k == "query").count() > 1 {
+    if rule.is_some() && kind == Params::Query && all().filter(|k| *k == "query").count() > 1 {
         return Err(Rejection::BadRequest(
             "`query` is given more than once; send it once".into(),
         ));
     }
     let needs_match = kind == Params::Match && !all().any(|k| k == "match[]");
-    let e = enforced.as_ref();
-    let mut earliest = rewrite(&mut url_params, kind, e, &range)?;
+    let rule = rule.as_ref();
+    let mut ids = BTreeSet::new();
+    let mut earliest = rewrite(&mut url_params, kind, rule, &range, &mut ids)?;
     if let Some(b) = body_params.as_mut() {
-        earliest = earliest.min(rewrite(b, kind, e, &range)?);
+        earliest = earliest.min(rewrite(b, kind, rule, &range, &mut ids)?);
     }
     plan.earliest = match range {
         // (+inf: the queries read no series.)
@@ -259,13 +305,21 @@ pub fn enforce(
         Range::Since(t) => Some(t),
         _ => None,
     };
-    let Some(e) = e else {
-        return Ok(plan);
-    };
-    if needs_match {
-        let own =
-            enforce_selector(&format!("{{{}=\"{}\"}}", e.label, e.value), e).map_err(refusal)?;
-        url_params.push(("match[]".into(), own));
+    match rule {
+        None => return Ok(plan),
+        Some(Rule::Confine(e)) if needs_match => {
+            let own = enforce_selector(&format!("{{{}=\"{}\"}}", e.label, e.value), e)
+                .map_err(refusal)?;
+            url_params.push(("match[]".into(), own));
+        }
+        Some(Rule::Pin { label, .. }) if needs_match => {
+            return Err(Rejection::Forbidden(format!(
+                "label and series listings need a match[] that pins your jobs' {label}s \
+                 (e.g. match[]={{{label}=~\"<id>|<id>\"}})"
+            )));
+        }
+        Some(Rule::Pin { .. }) => plan.ids = ids,
+        Some(Rule::Confine(_)) => {}
     }
     plan.enforced = url_params
         .iter()
@@ -365,6 +419,12 @@ pub async fn admit(
         user.as_deref(),
         now,
     )?;
+    if !plan.ids.is_empty() {
+        // Fail closed until the accounting store answers for them (wired next).
+        return Err(Rejection::Unavailable(
+            "job ownership cannot be checked".into(),
+        ));
+    }
     if let Some(q) = plan.query {
         let target = if q.is_empty() {
             req.uri.path().to_string()

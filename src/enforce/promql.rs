@@ -7,6 +7,7 @@
 //! Parsing and printing are promql-parser's; no text surgery on query strings.
 
 use promql_parser::label::{MatchOp, Matcher, Matchers};
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
@@ -111,6 +112,118 @@ pub fn enforce_query(query: &str, e: &Enforced<'_>) -> Result<String, Refusal> {
     let mut expr = parse(query)?;
     confine(&mut expr, e)?;
     Ok(expr.to_string())
+}
+
+/// The ownership mode (the CEEMS load balancer's idea, on the parse tree): every selector
+/// must pin the job label with `=` or with `=~` over a plain alternation of literal ids,
+/// unless its metric is in `allow` (series that belong to no job). Returns every id pinned,
+/// for the caller to check against the accounting store. Every selector counts, wherever
+/// it sits: `mine or other_metric` is refused, not judged by its first half.
+pub fn pinned_ids(expr: &Expr, label: &str, allow: &[String]) -> Result<BTreeSet<String>, Refusal> {
+    let mut ids = BTreeSet::new();
+    visit_selectors(expr, &mut |vs| pin(vs, label, allow, &mut ids))?;
+    Ok(ids)
+}
+
+/// [`pinned_ids`] of one `match[]` series selector.
+pub fn pinned_ids_of_selector(
+    selector: &str,
+    label: &str,
+    allow: &[String],
+) -> Result<BTreeSet<String>, Refusal> {
+    match parse(selector)? {
+        expr @ Expr::VectorSelector(_) => pinned_ids(&expr, label, allow),
+        _ => Err(Refusal::Invalid(format!(
+            "match[] must be a series selector, not `{selector}`"
+        ))),
+    }
+}
+
+fn visit_selectors(
+    expr: &Expr,
+    f: &mut dyn FnMut(&VectorSelector) -> Result<(), Refusal>,
+) -> Result<(), Refusal> {
+    match expr {
+        Expr::VectorSelector(vs) => f(vs),
+        Expr::MatrixSelector(ms) => f(&ms.vs),
+        Expr::Aggregate(a) => {
+            visit_selectors(&a.expr, f)?;
+            match &a.param {
+                Some(p) => visit_selectors(p, f),
+                None => Ok(()),
+            }
+        }
+        Expr::Unary(u) => visit_selectors(&u.expr, f),
+        Expr::Binary(b) => {
+            visit_selectors(&b.lhs, f)?;
+            visit_selectors(&b.rhs, f)
+        }
+        Expr::Paren(p) => visit_selectors(&p.expr, f),
+        Expr::Subquery(s) => visit_selectors(&s.expr, f),
+        Expr::Call(c) => c.args.args.iter().try_for_each(|a| visit_selectors(a, f)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+        Expr::Extension(_) => Err(Refusal::Forbidden("unsupported expression".into())),
+    }
+}
+
+/// A job id as it may appear in a pinning regex: characters with no meaning in RE2.
+fn literal_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':'))
+}
+
+fn pin(
+    vs: &VectorSelector,
+    label: &str,
+    allow: &[String],
+    ids: &mut BTreeSet<String>,
+) -> Result<(), Refusal> {
+    let groups: Vec<&Vec<Matcher>> = if vs.matchers.or_matchers.is_empty() {
+        vec![&vs.matchers.matchers]
+    } else {
+        vs.matchers.or_matchers.iter().collect()
+    };
+    for group in groups {
+        let mut pinned = false;
+        for m in group.iter().filter(|m| m.name == label) {
+            let values: Vec<&str> = match m.op {
+                MatchOp::Equal => vec![m.value.as_str()],
+                MatchOp::Re(_) => m.value.split('|').collect(),
+                _ => {
+                    return Err(Refusal::Forbidden(format!(
+                        "`{m}` does not pin `{label}`: use {label}=\"<id>\" or \
+                         {label}=~\"<id>|<id>\""
+                    )));
+                }
+            };
+            if !values.iter().all(|v| literal_id(v)) {
+                return Err(Refusal::Forbidden(format!(
+                    "`{m}` is not a list of job ids: only letters, digits, `_`, `-` and `:` \
+                     separated by `|`"
+                )));
+            }
+            ids.extend(values.into_iter().map(String::from));
+            pinned = true;
+        }
+        if pinned {
+            continue;
+        }
+        let metric = vs.name.as_deref().or_else(|| {
+            group
+                .iter()
+                .find(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
+                .map(|m| m.value.as_str())
+        });
+        if !metric.is_some_and(|n| allow.iter().any(|a| a == n)) {
+            return Err(Refusal::Forbidden(format!(
+                "`{vs}` does not pin `{label}` to your jobs: add {label}=\"<id>\" or \
+                 {label}=~\"<id>|<id>\""
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Prometheus' default lookback for instant selectors.
@@ -310,5 +423,48 @@ mod tests {
         assert_eq!(at("rate(up[5m])", t - 7200.0, t), t - 7200.0 - 300.0);
         // Nothing read at all.
         assert!(at("1 + time()", t, t).is_infinite());
+    }
+
+    #[test]
+    fn ownership_mode_collects_pinned_ids_and_refuses_the_rest() {
+        let allow = vec!["up".to_string()];
+        let ids = |q: &str| pinned_ids(&parse(q).unwrap(), "uuid", &allow);
+        let got: Vec<String> =
+            ids("rate(cpu{uuid=\"1001\"}[5m]) / on(uuid) mem{uuid=~\"1001|1002\"}")
+                .unwrap()
+                .into_iter()
+                .collect();
+        assert_eq!(got, vec!["1001", "1002"]);
+        // No selector: nothing to check (Grafana's connection test).
+        assert!(ids("1+1").unwrap().is_empty());
+        // Allowlisted series that belong to no job.
+        assert!(ids("up").unwrap().is_empty());
+        for q in [
+            // CEEMS LB's regex extraction lets the second half through.
+            "cpu{uuid=\"1001\"} or other_metric",
+            "cpu{uuid=~\".*\"}",
+            "cpu{uuid=~\"1001|.*\"}",
+            "cpu{uuid=~\"100.\"}",
+            "cpu{uuid=~\"1001|\"}",
+            "cpu{uuid=\"\"}",
+            "cpu{uuid!=\"1001\"}",
+            "cpu{uuid!~\"1001\"}",
+            "{__name__=~\".+\"}",
+            "max_over_time(cpu{uuid=\"1001\"}[1h:1m]) + absent(nope)",
+            "label_replace(cpu, \"uuid\", \"1001\", \"\", \"\")",
+            "cpu{uuid=\"1001\" or user=\"bob\"}",
+            "{__name__=~\"up|cpu\"}",
+        ] {
+            assert!(
+                matches!(ids(q), Err(Refusal::Forbidden(_))),
+                "{q}: {:?}",
+                ids(q)
+            );
+        }
+        assert!(pinned_ids_of_selector("{uuid=\"9\"}", "uuid", &allow).is_ok());
+        assert!(matches!(
+            pinned_ids_of_selector("sum(x)", "uuid", &allow),
+            Err(Refusal::Invalid(_))
+        ));
     }
 }
