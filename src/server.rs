@@ -238,10 +238,7 @@ pub fn run(
         }
         server.add_service(pingora::services::background::background_service(
             "accounting",
-            crate::accounting::Service {
-                db: config.database.clone(),
-                cfg: Arc::new(acct.clone()),
-            },
+            crate::accounting::Service::new(config.database.clone(), acct.clone())?,
         ));
     }
     for (i, b) in extra.into_iter().enumerate() {

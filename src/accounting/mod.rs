@@ -82,13 +82,14 @@ pub async fn sync(db: &Db, cfg: &AccountingConfig) -> Result<(), StoreError> {
     store::sync_config(db, &cfg.admin_users, &clusters).await
 }
 
-/// Serves the app on a Unix socket made 0600 before anything can connect.
+/// Serves the app on a Unix socket from [`bind_private`].
 pub async fn serve_unix(
     state: AppState,
-    path: &std::path::Path,
+    listener: std::os::unix::net::UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let listener = bind_private(path)?;
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| format!("accounting socket: {e}"))?;
     axum::serve(listener, api::app(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -113,7 +114,7 @@ pub async fn serve_tcp(
 /// Binds a Unix socket that is 0600 from its first moment: bound inside a fresh 0700
 /// directory, made 0600, then renamed into place (a plain bind would leave it open to
 /// anyone, per the umask, until the chmod).
-fn bind_private(path: &std::path::Path) -> Result<tokio::net::UnixListener, String> {
+pub fn bind_private(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, String> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let parent = path
         .parent()
@@ -128,7 +129,10 @@ fn bind_private(path: &std::path::Path) -> Result<tokio::net::UnixListener, Stri
         .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let inner = tmp.join("s");
     let result = (|| {
-        let listener = tokio::net::UnixListener::bind(&inner)
+        let listener = std::os::unix::net::UnixListener::bind(&inner)
+            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        listener
+            .set_nonblocking(true)
             .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
         std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
@@ -146,6 +150,20 @@ fn bind_private(path: &std::path::Path) -> Result<tokio::net::UnixListener, Stri
 pub struct Service {
     pub db: DbConfig,
     pub cfg: Arc<AccountingConfig>,
+    /// Bound before the gateway starts, so that it answers as soon as the gateway does.
+    pub listener: std::sync::Mutex<Option<std::os::unix::net::UnixListener>>,
+}
+
+impl Service {
+    /// Binds the socket now (so a bad path stops the start with a reason).
+    pub fn new(db: DbConfig, cfg: AccountingConfig) -> Result<Service, String> {
+        let listener = bind_private(&cfg.socket)?;
+        Ok(Service {
+            db,
+            cfg: Arc::new(cfg),
+            listener: std::sync::Mutex::new(Some(listener)),
+        })
+    }
 }
 
 impl Service {
@@ -160,8 +178,14 @@ impl Service {
             cfg: self.cfg.clone(),
             trust: Trust::Socket,
         };
+        let listener = self
+            .listener
+            .lock()
+            .map_err(|_| "accounting socket lock poisoned".to_string())?
+            .take()
+            .ok_or_else(|| "the accounting service was started twice".to_string())?;
         tracing::info!(socket = %self.cfg.socket.display(), "accounting service listening");
-        serve_unix(state, &self.cfg.socket, async move {
+        serve_unix(state, listener, async move {
             let _ = shutdown.changed().await;
         })
         .await
