@@ -5,6 +5,7 @@
 //! [`rewrite`] → log ([`telemetry`]).
 #![forbid(unsafe_code)]
 
+pub mod accounting;
 pub mod audit;
 pub mod authenticate;
 pub mod authorize;

@@ -150,7 +150,7 @@ async fn prepare_database(config: &Config) -> Result<(), String> {
     if !config.uses_database() {
         return Ok(());
     }
-    if config.database.backend == crate::store::Backend::Sqlite {
+    if config.database.backend == crate::store::Backend::Sqlite || config.accounting.is_some() {
         crate::tls::create_private_dir(&config.state_dir)?;
     }
     let where_ = crate::config::describe_url(&config.database.url);
@@ -232,6 +232,15 @@ pub fn run(
         "health-checks",
         checker,
     ));
+    if let Some(acct) = &config.accounting {
+        if let Some(dir) = acct.socket.parent() {
+            crate::tls::create_private_dir(dir)?;
+        }
+        server.add_service(pingora::services::background::background_service(
+            "accounting",
+            crate::accounting::Service::new(config.database.clone(), acct.clone())?,
+        ));
+    }
     for (i, b) in extra.into_iter().enumerate() {
         server.add_service(pingora::services::background::background_service(
             &format!("background-{i}"),

@@ -72,14 +72,18 @@ pub struct Config {
     pub redis_timeout: Duration,
     pub database: crate::store::DbConfig,
     pub tokens: Tokens,
+    /// `[accounting]`, if the service is on.
+    pub accounting: Option<crate::accounting::AccountingConfig>,
 }
 
 impl Config {
     /// Whether anything in this config needs the database.
     pub fn uses_database(&self) -> bool {
-        self.authenticators
-            .values()
-            .any(|a| matches!(a, Authenticator::ApiKey { .. }))
+        self.accounting.is_some()
+            || self
+                .authenticators
+                .values()
+                .any(|a| matches!(a, Authenticator::ApiKey { .. }))
     }
 }
 
@@ -383,6 +387,7 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-ceems-admin-user",
     "x-ceems-logged-user",
     "x-hpcgate-user",
+    "x-hpcgate-groups",
 ];
 
 /// Header names compare case-insensitively with `_` ≡ `-`.

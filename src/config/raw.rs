@@ -475,6 +475,45 @@ pub struct Tokens {
     pub audience: Option<String>,
 }
 
+/// `[accounting]`: the built-in accounting service (CEEMS-compatible API). Present = on.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Accounting {
+    /// Unix socket the gateway reaches the service on (mode 0600), relative to
+    /// `server.state_dir` (default `accounting.sock`). Point a pool at it:
+    /// `backends = ["unix:STATE_DIR/accounting.sock"]`.
+    pub socket: Option<String>,
+    /// `IP:PORT` for `hpcgate accounting serve` (the service alone, for separate replicas).
+    pub listen: Option<String>,
+    /// The shared secret gateways send as `Authorization: Bearer SECRET` to a service run by
+    /// `hpcgate accounting serve` (required with `listen`; at least 32 characters).
+    pub shared_secret: Option<String>,
+    /// File holding the shared secret.
+    pub shared_secret_file: Option<String>,
+    /// Users who are accounting admins besides members of `[authorization] admin_groups`.
+    #[serde(default)]
+    pub admin_users: Vec<String>,
+    /// Users (service accounts) that may push units with `POST /api/v1/units`.
+    #[serde(default)]
+    pub ingest_users: Vec<String>,
+    /// Largest page of units a request gets (default 10000); `limit` asks for fewer.
+    pub max_page_size: Option<u32>,
+    /// Longest `from`..`to` window of a query (default 366d).
+    pub max_query_window: Option<String>,
+    /// The clusters whose units the service holds (`[accounting.clusters.ID]`).
+    #[serde(default)]
+    pub clusters: BTreeMap<String, AccountingCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountingCluster {
+    /// `slurm` (default), `openstack` or `k8s`.
+    pub manager: Option<String>,
+    /// Grid emission factor in gCO2e per kWh (default 0): emissions = energy × factor.
+    pub emission_factor: Option<f64>,
+}
+
 /// The whole file. Each section is deserialized on its own so that one bad section does not
 /// hide the errors of the others.
 #[derive(Debug, Default)]
@@ -487,6 +526,7 @@ pub struct File {
     pub rate_limits: RateLimits,
     pub database: Database,
     pub tokens: Tokens,
+    pub accounting: Option<Accounting>,
     /// With each element's index in the file.
     pub listeners: Vec<(usize, Listener)>,
     pub pools: BTreeMap<String, Pool>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+mod accounting;
 mod keys;
 mod slurm;
 pub use keys::describe_url;
@@ -77,6 +78,7 @@ const SECTIONS: &[&str] = &[
     "rate_limits",
     "database",
     "tokens",
+    "accounting",
 ];
 
 impl Validator {
@@ -114,6 +116,9 @@ impl Validator {
                 "rate_limits" => out.rate_limits = self.section(&key, value).unwrap_or_default(),
                 "database" => out.database = self.section(&key, value).unwrap_or_default(),
                 "tokens" => out.tokens = self.section(&key, value).unwrap_or_default(),
+                "accounting" => {
+                    out.accounting = Some(self.section(&key, value).unwrap_or_default())
+                }
                 "listeners" => out.listeners = self.list(&key, value),
                 "routes" => out.routes = self.list(&key, value),
                 "pools" => out.pools = self.map(&key, value),
@@ -282,6 +287,9 @@ impl Validator {
         let routes = self.routes(raw.routes, &pools, &authenticators);
         let database = self.database(raw.database, &state_dir);
         let tokens = self.tokens(raw.tokens);
+        let accounting = raw
+            .accounting
+            .map(|a| self.accounting(a, &state_dir, &raw.authorization.admin_groups));
         self.cross_check_keys(&authenticators, &tokens);
         let policies = self.policies(&raw.authorization);
         let utc_offset = self.utc_offset(raw.authorization.utc_offset.as_deref());
@@ -334,6 +342,7 @@ impl Validator {
             redis_timeout,
             database,
             tokens,
+            accounting,
         }
     }
 
@@ -429,7 +438,9 @@ impl Validator {
                 "x-forwarded-email",
                 "x-forwarded-preferred-username",
             ),
-            RouteKind::Prometheus | RouteKind::Accounting => ("x-grafana-user", "", "", ""),
+            RouteKind::Prometheus => ("x-grafana-user", "", "", ""),
+            // The accounting service reads admin status from the groups.
+            RouteKind::Accounting => ("x-grafana-user", "x-hpcgate-groups", "", ""),
             RouteKind::Slurmrestd => ("", "", "", ""),
         };
         let raw = raw.unwrap_or_default();

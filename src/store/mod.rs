@@ -1,4 +1,4 @@
-//! The gateway's own database: API keys today, accounting later.
+//! The gateway's own database: API keys and accounting (`crate::accounting`).
 //!
 //! One code path for both back ends through sqlx's `Any` driver: SQLite (WAL, a file in the
 //! state directory) by default, PostgreSQL by URL when several replicas share state. Queries
@@ -19,10 +19,11 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use crate::secret::Secret;
 
 /// Schema changes, in order. Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "api keys",
-    "CREATE TABLE api_keys (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "api keys",
+        "CREATE TABLE api_keys (
         id TEXT PRIMARY KEY,
         owner TEXT NOT NULL,
         name TEXT NOT NULL,
@@ -36,7 +37,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     );
     CREATE INDEX api_keys_owner ON api_keys (owner);
     CREATE UNIQUE INDEX api_keys_live_name ON api_keys (owner, name) WHERE revoked_at IS NULL;",
-)];
+    ),
+    (2, "accounting", crate::accounting::schema::SCHEMA),
+];
 
 /// A database error, said so an operator can act on it (the URL and its password are never
 /// part of it).

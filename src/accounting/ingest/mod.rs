@@ -1,0 +1,3 @@
+//! Ways units get into the store: pushed by service accounts ([`push`]).
+
+pub mod push;

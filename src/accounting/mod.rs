@@ -1,0 +1,202 @@
+//! The accounting service: compute units (jobs), projects, users and usage, with a
+//! CEEMS-compatible HTTP API (`/api/v1/…`).
+//!
+//! It is an axum app over the gateway's database ([`crate::store::Db`]). Inside
+//! `hpcgate serve` it listens on a Unix socket (0600) that only the gateway can reach: the
+//! gateway authenticates, authorizes and audits the request as for any upstream (a route of
+//! kind `accounting`) and writes the caller's name (`X-Grafana-User`) and groups
+//! (`X-Hpcgate-Groups`) from its permit, so the service trusts those headers there and
+//! nowhere else. `hpcgate accounting serve` runs it alone on TCP for separate replicas; then
+//! every request must also carry the shared secret (`Authorization: Bearer …`, compared in
+//! constant time), which the gateway's pool sends (`authorization_file`).
+//!
+//! Admins are members of `[authorization] admin_groups` (from the groups header) and the
+//! users of the `acct_admins` table (`[accounting] admin_users`).
+
+pub mod api;
+pub mod directory;
+pub mod ingest;
+pub mod schema;
+pub mod store;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use crate::secret::Secret;
+use crate::store::{Db, DbConfig, StoreError};
+
+pub use store::{foreign_units, foreign_units_in};
+
+/// `[accounting]`, checked.
+#[derive(Debug, Clone)]
+pub struct AccountingConfig {
+    pub socket: PathBuf,
+    pub listen: Option<SocketAddr>,
+    pub shared_secret: Option<Secret>,
+    pub admin_groups: HashSet<String>,
+    pub admin_users: Vec<String>,
+    pub ingest_users: HashSet<String>,
+    pub max_page_size: usize,
+    pub max_query_window: Duration,
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub manager: String,
+    /// gCO2e per kWh.
+    pub emission_factor: f64,
+}
+
+/// How callers reach the service, and so what it trusts.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The gateway's Unix socket: the identity headers are the gateway's.
+    Socket,
+    /// TCP: the identity headers count only with this shared secret.
+    SharedSecret(Secret),
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub cfg: Arc<AccountingConfig>,
+    pub trust: Trust,
+}
+
+/// Writes the config's admins and clusters to the database (at start).
+pub async fn sync(db: &Db, cfg: &AccountingConfig) -> Result<(), StoreError> {
+    let clusters: Vec<(String, String, f64)> = cfg
+        .clusters
+        .iter()
+        .map(|(id, c)| (id.clone(), c.manager.clone(), c.emission_factor))
+        .collect();
+    store::sync_config(db, &cfg.admin_users, &clusters).await
+}
+
+/// Serves the app on a Unix socket from [`bind_private`].
+pub async fn serve_unix(
+    state: AppState,
+    listener: std::os::unix::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| format!("accounting socket: {e}"))?;
+    axum::serve(listener, api::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("accounting service stopped: {e}"))
+}
+
+/// Serves the app on TCP (for `hpcgate accounting serve`).
+pub async fn serve_tcp(
+    state: AppState,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    axum::serve(listener, api::app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("accounting service stopped: {e}"))
+}
+
+/// Binds a Unix socket that is 0600 from its first moment: bound inside a fresh 0700
+/// directory, made 0600, then renamed into place (a plain bind would leave it open to
+/// anyone, per the umask, until the chmod).
+pub fn bind_private(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = path
+        .parent()
+        .ok_or_else(|| format!("{} has no directory", path.display()))?;
+    let mut nonce = [0u8; 8];
+    getrandom::getrandom(&mut nonce).map_err(|e| format!("no randomness: {e}"))?;
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = parent.join(format!(".accounting-{nonce}"));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let inner = tmp.join("s");
+    let result = (|| {
+        let listener = std::os::unix::net::UnixListener::bind(&inner)
+            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
+        let _ = std::fs::remove_file(path);
+        std::fs::rename(&inner, path)
+            .map_err(|e| format!("cannot move the socket to {}: {e}", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&inner);
+    let _ = std::fs::remove_dir(&tmp);
+    result
+}
+
+/// The service as a pingora background service of `hpcgate serve`.
+pub struct Service {
+    pub db: DbConfig,
+    pub cfg: Arc<AccountingConfig>,
+    /// Bound before the gateway starts, so that it answers as soon as the gateway does.
+    pub listener: std::sync::Mutex<Option<std::os::unix::net::UnixListener>>,
+}
+
+impl Service {
+    /// Binds the socket now (so a bad path stops the start with a reason).
+    pub fn new(db: DbConfig, cfg: AccountingConfig) -> Result<Service, String> {
+        let listener = bind_private(&cfg.socket)?;
+        Ok(Service {
+            db,
+            cfg: Arc::new(cfg),
+            listener: std::sync::Mutex::new(Some(listener)),
+        })
+    }
+}
+
+impl Service {
+    async fn run(&self, mut shutdown: ShutdownWatch) -> Result<(), String> {
+        let db = Db::lazy(&self.db).map_err(|e| e.to_string())?;
+        if let Err(e) = sync(&db, &self.cfg).await {
+            // The API still serves (and says 503 while the database is away).
+            tracing::error!(error = %e, "accounting: cannot write admins and clusters");
+        }
+        let state = AppState {
+            db,
+            cfg: self.cfg.clone(),
+            trust: Trust::Socket,
+        };
+        let listener = self
+            .listener
+            .lock()
+            .map_err(|_| "accounting socket lock poisoned".to_string())?
+            .take()
+            .ok_or_else(|| "the accounting service was started twice".to_string())?;
+        tracing::info!(socket = %self.cfg.socket.display(), "accounting service listening");
+        serve_unix(state, listener, async move {
+            let _ = shutdown.changed().await;
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Service {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        if let Err(e) = self.run(shutdown).await {
+            tracing::error!(error = %e, "accounting service failed");
+        }
+    }
+}
