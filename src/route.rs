@@ -14,6 +14,8 @@ pub struct RouteEntry {
     pub pool: Arc<Pool>,
     /// The Slurm step (`slurmrestd` routes only).
     pub slurm: Option<Arc<crate::slurm::SlurmGate>>,
+    /// The job-ownership check (`prometheus` routes in `ownership` mode only).
+    pub ownership: Option<Arc<crate::enforce::ownership::Ownership>>,
 }
 
 pub struct Router {

@@ -42,6 +42,14 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
                 .slurm
                 .as_ref()
                 .map(|s| Arc::new(crate::slurm::SlurmGate::new(&r.name, s))),
+            ownership: match r.promql {
+                crate::enforce::prometheus::PromqlMode::Ownership { .. } => {
+                    let db = crate::store::Db::lazy(&config.database)
+                        .map_err(|e| format!("route {}: database: {e}", r.name))?;
+                    Some(Arc::new(crate::enforce::ownership::Ownership::new(db)))
+                }
+                _ => None,
+            },
         }));
     }
     let targets = pools

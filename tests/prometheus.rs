@@ -361,3 +361,161 @@ async fn promtool_queries_through_the_gateway() {
     );
     assert!(text.contains("2001") && !text.contains("1001"), "{text}");
 }
+
+/// `ownership` mode: the accounting store (filled by a service account's push) decides which
+/// job ids a user may name; a project member reads the project's jobs; every selector must
+/// pin ids, so `mine or everything` is refused.
+#[tokio::test]
+async fn ownership_mode_checks_job_ids_against_the_accounting_store() {
+    let prom = RealServer::start_with("prometheus", &["short"]);
+    let file = prom.get("PROM_SHORT_METRICS_FILE").to_string();
+    std::fs::write(
+        format!("{file}.tmp"),
+        "# TYPE job_cpu_seconds counter\n\
+         job_cpu_seconds{uuid=\"b1\"} 10\n\
+         job_cpu_seconds{uuid=\"c1\"} 20\n\
+         job_cpu_seconds{uuid=\"d1\"} 30\n\
+         # TYPE node_load gauge\n\
+         node_load{node=\"n1\"} 1\n",
+    )
+    .unwrap();
+    std::fs::rename(format!("{file}.tmp"), &file).unwrap();
+    let body = format!(
+        "[accounting]\ningest_users = [\"ingest\"]\n\n\
+         [accounting.clusters.slurm-0]\n\n\
+         [pools.acct]\nbackends = [\"unix:state/accounting.sock\"]\n\n\
+         [pools.prom]\nbackends = [\"{}\"]\n\n\
+         [[routes]]\nname = \"accounting\"\npath_prefix = \"/api/v1\"\npool = \"acct\"\n\
+         kind = \"accounting\"\nauthenticators = [\"local\"]\n\n\
+         [[routes]]\nname = \"prometheus\"\npath_prefix = \"/prometheus\"\nstrip_prefix = true\n\
+         pool = \"prom\"\nkind = \"prometheus\"\nauthenticators = [\"local\"]\n\
+         promql = {{ mode = \"ownership\", label = \"uuid\", allow_metrics = [\"node_load\"] }}\n",
+        prom.get("PROM_SHORT_URL")
+    );
+    let gw = Gateway::start(Setup {
+        body,
+        extra_users: ["carol", "dave", "ingest"]
+            .iter()
+            .map(|u| (u.to_string(), vec!["hpc-users".to_string()]))
+            .collect(),
+        ..Default::default()
+    })
+    .await;
+    // bob and carol share the physics project; dave's job is bio.
+    let unit = |uuid: &str, user: &str, project: &str| {
+        serde_json::json!({
+            "cluster_id": "slurm-0", "uuid": uuid, "name": uuid, "username": user,
+            "project": project, "state": "RUNNING", "created_at": unix_now() - 600,
+            "started_at": unix_now() - 500, "ended_at": 0,
+        })
+    };
+    let r = gw
+        .client(false)
+        .post(gw.url("/api/v1/units"))
+        .header("authorization", basic("ingest", "ingest-pw"))
+        .json(&serde_json::json!([
+            unit("b1", "bob", "physics"),
+            unit("c1", "carol", "physics"),
+            unit("d1", "dave", "bio"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    // Wait until the scrape has all three jobs.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let url = format!(
+        "{}/api/v1/query?query=count(job_cpu_seconds)",
+        prom.get("PROM_SHORT_URL")
+    );
+    loop {
+        let v: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        if v["data"]["result"][0]["value"][1] == "3" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never scraped: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let uuids = |v: &serde_json::Value| {
+        let mut u: Vec<String> = v["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|s| s["metric"]["uuid"].as_str().unwrap_or("-").to_string())
+            .collect();
+        u.sort();
+        u
+    };
+
+    // bob's own job, and carol's in their shared project, GET and POST.
+    let v: serde_json::Value = get(&gw, "bob", BOB_PW, &q("job_cpu_seconds{uuid=\"b1\"}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(uuids(&v), vec!["b1"]);
+    let r = post(
+        &gw,
+        "bob",
+        BOB_PW,
+        "/api/v1/query",
+        &[(
+            "query",
+            "rate(job_cpu_seconds{uuid=~\"b1|c1\"}[1m]) or job_cpu_seconds{uuid=\"c1\"}",
+        )],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // dave's job is not bob's: refused, naming it (and only it).
+    let r = get(&gw, "bob", BOB_PW, &q("job_cpu_seconds{uuid=~\"b1|d1\"}")).await;
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("d1") && !msg.contains("b1"), "{msg}");
+    // A selector that pins nothing, even beside one that does; an unknown id; a regex.
+    for query in [
+        "job_cpu_seconds{uuid=\"b1\"} or job_cpu_seconds",
+        "job_cpu_seconds{uuid=\"zz9\"}",
+        "job_cpu_seconds{uuid=~\"b.*\"}",
+        "sum(job_cpu_seconds)",
+    ] {
+        let r = post(&gw, "bob", BOB_PW, "/api/v1/query", &[("query", query)]).await;
+        expect_error(r, 403, "forbidden").await;
+    }
+    // Allowlisted series of no job, and expressions that read nothing.
+    let v: serde_json::Value = get(&gw, "bob", BOB_PW, &q("node_load"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["result"][0]["value"][1], "1", "{v}");
+    assert_eq!(get(&gw, "bob", BOB_PW, &q("1+1")).await.status(), 200);
+    // Series and label listings need match[] that pins ids.
+    let r = get(&gw, "bob", BOB_PW, "/api/v1/label/uuid/values").await;
+    expect_error(r, 403, "forbidden").await;
+    let v: serde_json::Value = get(
+        &gw,
+        "bob",
+        BOB_PW,
+        "/api/v1/series?match%5B%5D=%7Buuid%3D%22c1%22%7D",
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(v["data"][0]["uuid"], "c1", "{v}");
+    // dave sees his own, not the physics jobs; the audit log says why.
+    let r = get(&gw, "dave", "dave-pw", &q("job_cpu_seconds{uuid=\"b1\"}")).await;
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    expect_error(r, 403, "forbidden").await;
+    let audit = gw.audit_of(&id).await;
+    assert_eq!(audit["decision"], "deny", "{audit}");
+    assert!(audit["reason"].as_str().unwrap().contains("b1"), "{audit}");
+    // The admin reads everything.
+    let v: serde_json::Value = get(&gw, "alice", ALICE_PW, &q("job_cpu_seconds"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(uuids(&v), vec!["b1", "c1", "d1"]);
+}

@@ -420,10 +420,13 @@ pub async fn admit(
         now,
     )?;
     if !plan.ids.is_empty() {
-        // Fail closed until the accounting store answers for them (wired next).
-        return Err(Rejection::Unavailable(
-            "job ownership cannot be checked".into(),
-        ));
+        // Every id the request names must be the user's (or of their projects).
+        let (Some(check), Some(user)) = (&permit.route().ownership, user.as_deref()) else {
+            return Err(Rejection::Internal(
+                "ownership mode without its check".into(),
+            ));
+        };
+        check.check(user, &plan.ids).await?;
     }
     if let Some(q) = plan.query {
         let target = if q.is_empty() {
