@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::verified::Verified;
 use super::{Authenticator, Identity, Outcome, RequestInfo, bearer_jwt};
 use crate::error::Rejection;
 use crate::tokens::SigningKeys;
@@ -17,6 +18,7 @@ pub struct GatewayJwt {
     keys: Arc<SigningKeys>,
     issuer: String,
     audience: String,
+    verified: Verified,
 }
 
 fn rejected(reason: String) -> Outcome {
@@ -33,6 +35,7 @@ impl GatewayJwt {
             keys,
             issuer: issuer.to_string(),
             audience: audience.to_string(),
+            verified: Verified::new(),
         }
     }
 }
@@ -51,6 +54,12 @@ impl Authenticator for GatewayJwt {
         let Some(token) = bearer_jwt(req.headers) else {
             return Outcome::NotMine;
         };
+        // Seen and verified recently: still ours while its key is in the set.
+        if let Some((id, kid)) = self.verified.get(token)
+            && self.keys.knows(&kid).await
+        {
+            return Outcome::Authenticated(id);
+        }
         // The header is unverified: it only says whose token this claims to be.
         let Ok(unverified_header) = jsonwebtoken::decode_header(token) else {
             return Outcome::NotMine;
@@ -80,15 +89,15 @@ impl Authenticator for GatewayJwt {
         if !super::static_users::valid_user_name(&claims.sub) {
             return rejected("invalid token subject".into());
         }
-        Outcome::Authenticated(
-            Identity::new(
-                claims.sub,
-                claims.groups,
-                claims.email,
-                "gateway_jwt",
-                &self.name,
-            )
-            .with_expiry(Some(claims.exp)),
+        let id = Identity::new(
+            claims.sub,
+            claims.groups,
+            claims.email,
+            "gateway_jwt",
+            &self.name,
         )
+        .with_expiry(Some(claims.exp));
+        self.verified.insert(token, &id, &kid);
+        Outcome::Authenticated(id)
     }
 }

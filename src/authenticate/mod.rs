@@ -16,6 +16,7 @@ pub mod oidc;
 pub mod password;
 pub mod static_users;
 pub mod trusted_header;
+pub mod verified;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -20,6 +20,7 @@ use super::bearer_challenge;
 use super::claims::ClaimsConfig;
 use super::provider::{Provider, ProviderConfig};
 use crate::authenticate::bearer_jwt;
+use crate::authenticate::verified::Verified;
 use crate::authenticate::{Authenticator, Outcome, RequestInfo};
 use crate::error::Rejection;
 
@@ -39,6 +40,7 @@ pub struct OidcBearer {
     name: String,
     cfg: BearerConfig,
     provider: Provider,
+    verified: Verified,
 }
 
 /// The part of an unverified token used only to decide whether it is ours.
@@ -80,6 +82,7 @@ impl OidcBearer {
             name: name.to_string(),
             provider: Provider::start(name, cfg.provider.clone())?,
             cfg,
+            verified: Verified::new(),
         })
     }
 
@@ -147,6 +150,9 @@ impl Authenticator for OidcBearer {
         let Some(token) = bearer_jwt(req.headers) else {
             return Outcome::NotMine;
         };
+        if let Some((id, _)) = self.verified.get(token) {
+            return Outcome::Authenticated(id);
+        }
         // Only to route the token: nothing else is read before the signature is checked.
         let unverified = jsonwebtoken::dangerous::insecure_decode_claims::<UnverifiedIssuer>(token)
             .ok()
@@ -159,7 +165,11 @@ impl Authenticator for OidcBearer {
             Err(r) => return Outcome::Rejected(r),
         };
         match self.cfg.claims.identity(&claims, "oidc_bearer", &self.name) {
-            Ok(id) => Outcome::Authenticated(id),
+            Ok(id) => {
+                let id = id.with_expiry(claims.get("exp").and_then(Value::as_i64));
+                self.verified.insert(token, &id, "");
+                Outcome::Authenticated(id)
+            }
             Err(reason) => Outcome::Rejected(invalid(reason)),
         }
     }
