@@ -1,10 +1,12 @@
-//! PromQL enforcement cost: parse, confine every selector, print, for ten queries of the
-//! kind Grafana's job dashboards send. Target (issue 8/11): median ≤ 20 µs per query.
+//! PromQL enforcement cost, for ten queries of the kind Grafana's job dashboards send:
+//! `label` mode (parse, confine every selector, print) and `ownership` mode (parse, collect
+//! the pinned job ids, work out the time range read, for retention pools). Target (issues
+//! 8 and 11): median ≤ 20 µs per query.
 //!
 //! `cargo bench --bench promql`
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use hpcgate::enforce::promql::{Enforced, enforce_query};
+use hpcgate::enforce::promql::{Enforced, earliest_read, enforce_query, parse, pinned_ids};
 
 const QUERIES: &[&str] = &[
     "up",
@@ -41,5 +43,25 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+fn ownership(c: &mut Criterion) {
+    let allow: Vec<String> = ["up", "ceems_ipmi_dcmi_current_watts_total"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let queries: Vec<String> = QUERIES
+        .iter()
+        .map(|q| q.replace("$__rate_interval", "2m"))
+        .collect();
+    c.bench_function("promql_ownership_10_grafana_queries", |b| {
+        b.iter(|| {
+            for q in &queries {
+                let expr = parse(std::hint::black_box(q)).expect("valid");
+                std::hint::black_box(pinned_ids(&expr, "uuid", &allow).ok());
+                std::hint::black_box(earliest_read(&expr, 1_732_430_000.0, 1_732_433_600.0));
+            }
+        })
+    });
+}
+
+criterion_group!(benches, bench, ownership);
 criterion_main!(benches);
