@@ -24,7 +24,7 @@ const QUERIES: &[&str] = &[
 fn bench(c: &mut Criterion) {
     let e = Enforced {
         label: "user",
-        value: "alice",
+        values: &["alice"],
     };
     // `$__rate_interval` is Grafana's; it substitutes it before sending.
     let queries: Vec<String> = QUERIES

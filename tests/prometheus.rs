@@ -519,3 +519,66 @@ async fn ownership_mode_checks_job_ids_against_the_accounting_store() {
         .unwrap();
     assert_eq!(uuids(&v), vec!["b1", "c1", "d1"]);
 }
+
+/// `label` mode with `value = "groups"`: series labelled by project, users confined to the
+/// projects they are members of (their groups).
+#[tokio::test]
+async fn label_mode_confines_to_the_callers_groups() {
+    let prom = prometheus().await;
+    let body = format!(
+        "[pools.prom]\nbackends = [\"{}\"]\n\n\
+         [[routes]]\nname = \"projects\"\npath_prefix = \"/prometheus\"\nstrip_prefix = true\n\
+         pool = \"prom\"\nkind = \"prometheus\"\nauthenticators = [\"local\"]\n\
+         promql = {{ mode = \"label\", label = \"project\", value = \"groups\" }}\n",
+        prom.get("PROM_SHORT_URL")
+    );
+    let gw = Gateway::start(Setup {
+        body,
+        extra_users: vec![
+            ("erin".into(), vec!["hpc-users".into(), "p1".into()]),
+            (
+                "frank".into(),
+                vec!["hpc-users".into(), "p1".into(), "p2".into()],
+            ),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let v: serde_json::Value = get(&gw, "erin", "erin-pw", &q("job_cpu_seconds"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let alice = |s: &str| (String::from("alice"), s.to_string());
+    assert_eq!(owners(&v), vec![alice("1001"), alice("1002")]);
+    let audit = gw.last_audit("projects").await;
+    // (Group names are regex-escaped: `-` becomes `\-`, which RE2 reads as `-`.)
+    assert_eq!(
+        audit["promql"], r#"job_cpu_seconds{project=~"hpc\\-users|p1"}"#,
+        "{audit}"
+    );
+    // Narrowing to a project of theirs is fine; another project is refused.
+    let r = get(
+        &gw,
+        "erin",
+        "erin-pw",
+        &q("job_cpu_seconds{project=\"p1\"}"),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = get(
+        &gw,
+        "erin",
+        "erin-pw",
+        &q("job_cpu_seconds{project=\"p2\"}"),
+    )
+    .await;
+    expect_error(r, 403, "forbidden").await;
+    // A member of both reads both.
+    let v: serde_json::Value = get(&gw, "frank", "frank-pw", &q("job_cpu_seconds"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(owners(&v).len(), 3);
+}

@@ -340,6 +340,9 @@ pub struct Promql {
     /// `label` mode: the label naming a series' owner (default `user`). `ownership` mode:
     /// the label holding the job id (default `uuid`).
     pub label: Option<String>,
+    /// `label` mode: whose value the label must carry: `user` (default), or `groups` (any of
+    /// the caller's groups, e.g. a `project` label and project groups).
+    pub value: Option<String>,
     /// `ownership` mode: metrics that belong to no job, readable without pinning ids.
     #[serde(default)]
     pub allow_metrics: Vec<String>,

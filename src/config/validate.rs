@@ -357,6 +357,7 @@ impl Validator {
             return match kind {
                 RouteKind::Prometheus => PromqlMode::Label {
                     label: "user".into(),
+                    from_groups: false,
                 },
                 _ => PromqlMode::Off,
             };
@@ -408,8 +409,26 @@ impl Validator {
                 );
             }
         }
+        let from_groups = match p.value.as_deref() {
+            None | Some("user") => false,
+            Some("groups") if p.mode == "label" => true,
+            Some("groups") => {
+                self.err(
+                    format!("{key}.promql.value"),
+                    "only used with mode = \"label\"",
+                );
+                false
+            }
+            Some(other) => {
+                self.err(
+                    format!("{key}.promql.value"),
+                    format!("unknown value `{other}`; expected user or groups"),
+                );
+                false
+            }
+        };
         match p.mode.as_str() {
-            "label" => PromqlMode::Label { label },
+            "label" => PromqlMode::Label { label, from_groups },
             "ownership" => PromqlMode::Ownership {
                 label,
                 allow_metrics: p.allow_metrics,

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use pingora::proxy::Session;
 
 use super::promql::{
-    Enforced, Refusal, confine_expr, earliest_read, enforce_selector, parse, pinned_ids,
-    pinned_ids_of_selector,
+    Enforced, Refusal, confine_expr, earliest_read, enforce_selector, own_selector, parse,
+    pinned_ids, pinned_ids_of_selector,
 };
 use crate::authenticate::Caller;
 use crate::authorize::Permit;
@@ -30,8 +30,9 @@ pub const MAX_FORM_BYTES: usize = 60 * 1024;
 pub enum PromqlMode {
     /// Everyone reads everything (explicitly configured).
     Off,
-    /// Every selector gets `<label>="<user>"`.
-    Label { label: String },
+    /// Every selector gets `<label>="<user>"`, or with `from_groups`
+    /// `<label>=~"<group>|<group>"` over the caller's groups.
+    Label { label: String, from_groups: bool },
     /// Every selector pins job ids (`<label>`, e.g. `uuid`) that are the user's or their
     /// projects' in the accounting store; `allow_metrics` belong to no job.
     Ownership {
@@ -217,7 +218,8 @@ pub struct Plan {
 
 /// Checks and rewrites one request. `rel` is the path below the route's prefix, `query` the
 /// URL's query string, `body` the POST form (already read, at most [`MAX_FORM_BYTES`]);
-/// `user` is `None` for admins. With `now`, the plan says how far back the request reads.
+/// `user` is `None` for admins; `groups` are the caller's. With `now`, the plan says how far
+/// back the request reads.
 pub fn enforce(
     mode: &PromqlMode,
     rel: &str,
@@ -225,6 +227,7 @@ pub fn enforce(
     query: Option<&str>,
     body: Option<&[u8]>,
     user: Option<&str>,
+    groups: &[String],
     now: Option<f64>,
 ) -> Result<Plan, Rejection> {
     let mut plan = Plan {
@@ -234,9 +237,20 @@ pub fn enforce(
         earliest: None,
         ids: BTreeSet::new(),
     };
+    let one;
+    let values: Vec<&str>;
     let rule = match (mode, user) {
-        (PromqlMode::Label { label }, Some(user)) => {
-            Some(Rule::Confine(Enforced { label, value: user }))
+        (PromqlMode::Label { label, from_groups }, Some(user)) => {
+            values = if *from_groups {
+                groups.iter().map(String::as_str).collect()
+            } else {
+                one = [user];
+                one.to_vec()
+            };
+            Some(Rule::Confine(Enforced {
+                label,
+                values: &values,
+            }))
         }
         (
             PromqlMode::Ownership {
@@ -308,8 +322,7 @@ pub fn enforce(
     match rule {
         None => return Ok(plan),
         Some(Rule::Confine(e)) if needs_match => {
-            let own = enforce_selector(&format!("{{{}=\"{}\"}}", e.label, e.value), e)
-                .map_err(refusal)?;
+            let own = own_selector(e).map_err(refusal)?;
             url_params.push(("match[]".into(), own));
         }
         Some(Rule::Pin { label, .. }) if needs_match => {
@@ -353,10 +366,10 @@ pub async fn admit(
     path: &str,
 ) -> Result<Admitted, Rejection> {
     let route = &permit.route().config;
-    let user = match permit.caller() {
-        Caller::User(id) if policies.is_admin(id) => None,
-        Caller::User(id) => Some(id.user().to_string()),
-        Caller::Public if route.promql == PromqlMode::Off => None,
+    let (user, groups) = match permit.caller() {
+        Caller::User(id) if policies.is_admin(id) => (None, &[][..]),
+        Caller::User(id) => (Some(id.user().to_string()), id.groups()),
+        Caller::Public if route.promql == PromqlMode::Off => (None, &[][..]),
         Caller::Public => {
             return Err(Rejection::Forbidden(
                 "this public Prometheus route has PromQL enforcement but no user to enforce; \
@@ -417,6 +430,7 @@ pub async fn admit(
         req.uri.query(),
         body.as_deref(),
         user.as_deref(),
+        groups,
         now,
     )?;
     if !plan.ids.is_empty() {
@@ -454,6 +468,7 @@ mod tests {
     fn label() -> PromqlMode {
         PromqlMode::Label {
             label: "user".into(),
+            from_groups: false,
         }
     }
 
@@ -472,6 +487,7 @@ mod tests {
                 None,
                 None,
                 Some("alice"),
+                &[],
                 None,
             );
             assert!(matches!(r, Err(Rejection::Forbidden(_))), "{rel}");
@@ -484,6 +500,7 @@ mod tests {
             None,
             None,
             None,
+            &[],
             None,
         )
         .unwrap();
@@ -499,6 +516,7 @@ mod tests {
             Some("time=1"),
             Some(b"query=up&step=15"),
             Some("alice"),
+            &[],
             None,
         )
         .unwrap();
@@ -514,6 +532,7 @@ mod tests {
             Some("query=up"),
             Some(b"query=down"),
             Some("alice"),
+            &[],
             None,
         );
         assert!(matches!(dup, Err(Rejection::BadRequest(_))));
@@ -524,6 +543,7 @@ mod tests {
             None,
             None,
             Some("alice"),
+            &[],
             None,
         )
         .unwrap();
@@ -544,6 +564,7 @@ mod tests {
                 Some(q),
                 body,
                 user,
+                &[],
                 Some(now),
             )
             .unwrap()
@@ -591,6 +612,7 @@ mod tests {
             Some("query=up"),
             None,
             None,
+            &[],
             None,
         )
         .unwrap();

@@ -21,11 +21,50 @@ pub enum Refusal {
     Forbidden(String),
 }
 
-/// The matcher every selector must carry.
+/// The matcher every selector must carry: `label` equal to the one value (the user), or to
+/// one of several (the user's groups, as `label=~"g1|g2"`).
 #[derive(Debug, Clone)]
 pub struct Enforced<'a> {
     pub label: &'a str,
-    pub value: &'a str,
+    pub values: &'a [&'a str],
+}
+
+impl Enforced<'_> {
+    fn allowed(&self) -> String {
+        match self.values {
+            [one] => format!("{}=\"{one}\"", self.label),
+            many => format!(
+                "{} equal to one of {}",
+                self.label,
+                many.iter()
+                    .map(|v| format!("\"{v}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+
+    /// The matcher added where the query sets none.
+    fn matcher(&self) -> Result<Matcher, Refusal> {
+        match self.values {
+            [] => Err(Refusal::Forbidden(format!(
+                "no value of `{}` is yours to read (you are in none of the groups it names)",
+                self.label
+            ))),
+            [one] => Ok(Matcher::new(MatchOp::Equal, self.label, one)),
+            many => {
+                let alternation = many
+                    .iter()
+                    .map(|v| regex::escape(v))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                let re = regex::Regex::new(&format!("^(?:{alternation})$")).map_err(|e| {
+                    Refusal::Forbidden(format!("cannot confine to your groups: {e}"))
+                })?;
+                Ok(Matcher::new(MatchOp::Re(re), self.label, &alternation))
+            }
+        }
+    }
 }
 
 fn confine_matchers(m: &mut Matchers, e: &Enforced<'_>) -> Result<(), Refusal> {
@@ -40,20 +79,31 @@ fn confine_matchers(m: &mut Matchers, e: &Enforced<'_>) -> Result<(), Refusal> {
             if existing.name != e.label {
                 continue;
             }
-            if matches!(existing.op, MatchOp::Equal) && existing.value == e.value {
+            // Narrowing to one of the allowed values is the user's right; anything else
+            // (another value, a regex, a negation) is refused, never overwritten.
+            if matches!(existing.op, MatchOp::Equal) && e.values.contains(&existing.value.as_str())
+            {
                 present = true;
             } else {
                 return Err(Refusal::Forbidden(format!(
-                    "the query sets `{}` itself ({}); only {}=\"{}\" is allowed",
-                    e.label, existing, e.label, e.value
+                    "the query sets `{}` itself ({existing}); only {} is allowed",
+                    e.label,
+                    e.allowed()
                 )));
             }
         }
         if !present {
-            group.push(Matcher::new(MatchOp::Equal, e.label, e.value));
+            group.push(e.matcher()?);
         }
     }
     Ok(())
+}
+
+/// A series selector of everything `e` allows (for label listings without `match[]`).
+pub fn own_selector(e: &Enforced<'_>) -> Result<String, Refusal> {
+    let mut vs = VectorSelector::new(None, Matchers::new(Vec::new()));
+    confine_selector(&mut vs, e)?;
+    Ok(vs.to_string())
 }
 
 fn confine_selector(vs: &mut VectorSelector, e: &Enforced<'_>) -> Result<(), Refusal> {
@@ -316,7 +366,7 @@ mod tests {
 
     const ALICE: Enforced<'static> = Enforced {
         label: "user",
-        value: "alice",
+        values: &["alice"],
     };
 
     /// Every selector of the output carries user="alice" and no other user matcher.
@@ -465,6 +515,47 @@ mod tests {
         assert!(matches!(
             pinned_ids_of_selector("sum(x)", "uuid", &allow),
             Err(Refusal::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn group_values_confine_to_any_of_the_users_groups() {
+        let e = Enforced {
+            label: "project",
+            values: &["physics", "chem.lab"],
+        };
+        assert_eq!(
+            enforce_query("sum(cpu)", &e).unwrap(),
+            "sum(cpu{project=~\"physics|chem\\\\.lab\"})"
+        );
+        // Narrowing to one of them is fine; anything else is refused.
+        assert_eq!(
+            enforce_query("cpu{project=\"physics\"}", &e).unwrap(),
+            "cpu{project=\"physics\"}"
+        );
+        for q in [
+            "cpu{project=\"bio\"}",
+            "cpu{project=~\"phys.*\"}",
+            "cpu{project!=\"x\"}",
+        ] {
+            assert!(
+                matches!(enforce_query(q, &e), Err(Refusal::Forbidden(_))),
+                "{q}"
+            );
+        }
+        assert_eq!(
+            own_selector(&e).unwrap(),
+            "{project=~\"physics|chem\\\\.lab\"}"
+        );
+        assert_eq!(own_selector(&ALICE).unwrap(), "{user=\"alice\"}");
+        // No groups: nothing to read.
+        let none = Enforced {
+            label: "project",
+            values: &[],
+        };
+        assert!(matches!(
+            enforce_query("cpu", &none),
+            Err(Refusal::Forbidden(_))
         ));
     }
 }
