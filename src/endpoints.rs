@@ -112,7 +112,18 @@ impl Endpoint {
                            "error": "authentication required"}),
                 ),
             },
-            Endpoint::Status => Reply::json(200, crate::health::status(&snap.pools)),
+            Endpoint::Status => {
+                let mut v = crate::health::status(&snap.pools);
+                // Who the process runs as, and its config, are for admins only.
+                if caller
+                    .identity()
+                    .is_some_and(|id| snap.policies.is_admin(id))
+                {
+                    v["data"]["process"] = crate::privileges::status();
+                    v["data"]["config"] = crate::reload::status();
+                }
+                Reply::json(200, v)
+            }
             Endpoint::Metrics => Reply {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",

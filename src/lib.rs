@@ -16,6 +16,8 @@ pub mod enforce;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod privileges;
+pub mod reload;
 pub mod rewrite;
 pub mod route;
 pub mod sanitize;

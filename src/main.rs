@@ -26,6 +26,21 @@ enum Command {
         /// The config file (see config/hpcgate.toml for every key).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Keep running as root when started as root (not for production: by default
+        /// hpcgate switches to `[process] user` once its listeners are open).
+        #[arg(long)]
+        allow_root: bool,
+        /// Take the listeners over from the running gateway (send it SIGQUIT after starting
+        /// this one): pingora's graceful upgrade, through `[process] upgrade_socket`.
+        #[arg(long, short)]
+        upgrade: bool,
+    },
+    /// Make the running gateway re-read its config (checked here first; sends SIGHUP to
+    /// the pid in `[process] pid_file`).
+    Reload {
+        /// The gateway's config file.
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Check a config file; print FILE:KEY: reason for every problem and exit 1 if any.
     CheckConfig {
@@ -170,7 +185,27 @@ fn run(command: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config,
+            allow_root,
+            upgrade,
+        } => serve(config, allow_root, upgrade),
+        Command::Reload { config } => {
+            let c = config::load(&config).map_err(|e| {
+                format!(
+                    "{} has problems; nothing was sent (the running gateway keeps its \
+                     config):\n{e}",
+                    config.display()
+                )
+            })?;
+            let pid = hpcgate::reload::signal_running(&c)?;
+            println!(
+                "{}: OK; sent SIGHUP to hpcgate (pid {pid}); its log says `config reloaded` \
+                 or why it kept the running config",
+                config.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apikey { config, action } => {
             let config = load_for_cli(config)?;
             hpcgate::cli::apikey(&config, action.into())
@@ -227,7 +262,7 @@ fn load_for_cli(path: Option<PathBuf>) -> Result<config::Config, String> {
     config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))
 }
 
-fn serve(path: Option<PathBuf>) -> Result<ExitCode, String> {
+fn serve(path: Option<PathBuf>, allow_root: bool, upgrade: bool) -> Result<ExitCode, String> {
     let (path, demo_creds) = match path {
         Some(p) => (p, None),
         None => {
@@ -245,7 +280,15 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode, String> {
             socket: config.state_dir.join("echo.sock"),
         }));
     }
-    server::run(config, extra, move || {
+    // The demo lives in the current directory and is for trying hpcgate out: it runs as
+    // whoever started it.
+    let root = if allow_root || demo_creds.is_some() {
+        hpcgate::privileges::RootPolicy::Stay
+    } else {
+        hpcgate::privileges::RootPolicy::Switch
+    };
+    let opts = server::StartOptions { root, upgrade };
+    server::run(config, extra, opts, move || {
         if let Some((dir, creds)) = &demo_creds {
             println!("{}", demo::banner(dir, creds));
         }

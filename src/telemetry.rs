@@ -44,6 +44,10 @@ pub struct Metrics {
     /// slurmrestd answers with an error status (it reports bad tokens and "permission
     /// denied" as 500), by route and status.
     pub slurm_errors: IntCounterVec,
+    /// Reloads (SIGHUP), by result (`ok`, `error`).
+    pub config_reloads: IntCounterVec,
+    /// Certificates reloaded because their files changed, by result.
+    pub certificate_reloads: IntCounterVec,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -101,6 +105,22 @@ pub fn metrics() -> &'static Metrics {
             &["route", "status"],
         )
         .expect("static metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "config_reloads_total",
+                "Config reloads (SIGHUP) by result: ok, or error (the old config kept serving)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "certificate_reloads_total",
+                "Listener certificates reloaded because their files changed, by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -108,6 +128,8 @@ pub fn metrics() -> &'static Metrics {
             Box::new(auth.clone()),
             Box::new(slurm_tokens.clone()),
             Box::new(slurm_errors.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(certificate_reloads.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -119,6 +141,8 @@ pub fn metrics() -> &'static Metrics {
             auth,
             slurm_tokens,
             slurm_errors,
+            config_reloads,
+            certificate_reloads,
         }
     })
 }

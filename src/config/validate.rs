@@ -15,6 +15,7 @@ use super::raw;
 use super::*;
 
 mod oidc;
+mod process;
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -66,6 +67,7 @@ struct Validator {
 
 const SECTIONS: &[&str] = &[
     "server",
+    "process",
     "logging",
     "gateway",
     "listeners",
@@ -105,6 +107,7 @@ impl Validator {
         for (key, value) in table {
             match key.as_str() {
                 "server" => out.server = self.section(&key, value).unwrap_or_default(),
+                "process" => out.process = self.section(&key, value).unwrap_or_default(),
                 "logging" => out.logging = self.section(&key, value).unwrap_or_default(),
                 "gateway" => out.gateway = self.section(&key, value).unwrap_or_default(),
                 "authorization" => {
@@ -235,6 +238,7 @@ impl Validator {
             }
         }
 
+        let process = self.process(raw.process, &state_dir);
         let logging = self.logging(raw.logging);
         let listeners = self.listeners(raw.listeners);
         let pools = raw
@@ -321,6 +325,7 @@ impl Validator {
             threads,
             grace_period,
             strip_headers,
+            process,
             logging,
             gateway,
             listeners,
