@@ -124,11 +124,15 @@ impl Endpoint {
                 }
                 Reply::json(200, v)
             }
-            Endpoint::Metrics => Reply {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: Bytes::from(crate::telemetry::metrics().render()),
-            },
+            Endpoint::Metrics => {
+                let m = crate::telemetry::metrics();
+                m.observe_backends(&snap.pools);
+                Reply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: Bytes::from(m.render()),
+                }
+            }
             Endpoint::Token => {
                 let (Some(issuer), Some(id)) = (&snap.token_issuer, caller.identity()) else {
                     return Err(Rejection::NotFound("token issuing is not enabled".into()));

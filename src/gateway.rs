@@ -634,6 +634,15 @@ impl ProxyHttp for Gateway {
             (Admission::Admitted(p), Some(&i)) => p.route().pool.backend(i).to_string(),
             _ => String::new(),
         };
+        crate::telemetry::observe_request(
+            &ctx.admission,
+            ctx.denial.as_ref().map(|(_, v, _)| v.allow),
+            &ctx.label,
+            &backend,
+            ctx.failure.is_some(),
+            status,
+            elapsed,
+        );
         let reason = match &ctx.admission {
             Admission::Rejected(r) => r.detail().to_string(),
             _ => ctx

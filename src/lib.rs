@@ -16,6 +16,7 @@ pub mod enforce;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod online;
 pub mod privileges;
 pub mod reload;
 pub mod rewrite;

@@ -46,6 +46,13 @@ enum Command {
     CheckConfig {
         /// The config file.
         file: PathBuf,
+        /// Also try to reach every upstream backend, LDAP server, IdP, Redis and PostgreSQL
+        /// the config names (one line each; exit 1 if any is unreachable).
+        #[arg(long)]
+        online: bool,
+        /// How long each online check may take.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Make a development CA and a server certificate signed by it.
     GenCert {
@@ -135,7 +142,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             println!("hpcgate {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file } => match config::load(&file) {
+        Command::CheckConfig {
+            file,
+            online,
+            timeout,
+        } => match config::load(&file) {
             Ok(c) => {
                 println!(
                     "{}: OK ({} listeners, {} pools, {} authenticators, {} routes)",
@@ -145,6 +156,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     c.authenticators.len(),
                     c.routes.len()
                 );
+                if online {
+                    return check_online(&c, &file, timeout);
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -245,6 +259,32 @@ impl From<ApikeyAction> for hpcgate::cli::ApikeyCommand {
             ApikeyAction::Revoke { id } => C::Revoke { id },
         }
     }
+}
+
+/// `check-config --online`: one line per target; failure if any is unreachable.
+fn check_online(
+    c: &config::Config,
+    file: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<ExitCode, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let results = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?
+        .block_on(hpcgate::online::check(c, timeout));
+    let name = file.display().to_string();
+    let mut bad = 0;
+    for r in &results {
+        println!("{}", r.line(&name));
+        bad += usize::from(r.result.is_err());
+    }
+    if bad > 0 {
+        eprintln!("{name}: {bad} of {} target(s) unreachable", results.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{name}: all {} target(s) reachable", results.len());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The config a maintenance command works on: the one given, or the demo's.

@@ -363,3 +363,228 @@ async fn a_certificate_changed_on_disk_is_served_without_sighup() {
             .is_err()
     );
 }
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_cover_routes_upstreams_authenticators_caches_policies_limits_and_health() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let body = route_to("echo", "/echo", &up, "5s")
+        .replace(
+            "read_timeout = \"5s\"\n",
+            "read_timeout = \"5s\"\n[pools.echo.health_check]\npath = \"/\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\n",
+        )
+        + "admin_paths = [\"/echo/admin\"]\nrate_limit = { requests = 3, per = \"1m\" }\n";
+    let gw = Gateway::start(Setup {
+        body,
+        ..Default::default()
+    })
+    .await;
+    let statuses = [
+        get(&gw, "/echo/a", "alice", ALICE_PW).await.status(),
+        get(&gw, "/echo/b", "alice", ALICE_PW).await.status(),
+        get(&gw, "/echo/admin", "bob", BOB_PW).await.status(),
+        get(&gw, "/echo/c", "bob", "wrong").await.status(),
+        get(&gw, "/echo/d", "alice", ALICE_PW).await.status(),
+        get(&gw, "/echo/e", "alice", ALICE_PW).await.status(),
+    ];
+    assert_eq!(statuses.map(|s| s.as_u16()), [200, 200, 403, 401, 200, 429]);
+    // Let a health check run.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let m = get(&gw, "/-/metrics", "alice", ALICE_PW)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let has = |name: &str, labels: &[&str]| {
+        sample(&m, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{m}"))
+    };
+    assert_eq!(
+        has(
+            "hpcgate_requests_total",
+            &["route=\"echo\"", "status=\"200\""]
+        ),
+        3.0
+    );
+    assert!(
+        has(
+            "hpcgate_request_duration_seconds_count",
+            &["route=\"echo\""]
+        ) >= 6.0
+    );
+    // Per authenticator, with latency.
+    assert!(
+        has(
+            "hpcgate_authentications_total",
+            &["authenticator=\"local\"", "result=\"ok\""]
+        ) >= 4.0
+    );
+    assert_eq!(
+        has(
+            "hpcgate_authentications_total",
+            &["authenticator=\"local\"", "result=\"rejected\""]
+        ),
+        1.0
+    );
+    assert!(
+        has(
+            "hpcgate_authentication_duration_seconds_count",
+            &["authenticator=\"local\""]
+        ) >= 5.0
+    );
+    // alice's password was checked once, then found in the cache.
+    assert!(
+        has(
+            "hpcgate_auth_cache_lookups_total",
+            &["cache=\"password\"", "result=\"hit\""]
+        ) >= 3.0
+    );
+    assert!(
+        has(
+            "hpcgate_auth_cache_lookups_total",
+            &["cache=\"password\"", "result=\"miss\""]
+        ) >= 2.0
+    );
+    // Policy: bob on an admin path is denied.
+    assert_eq!(
+        has(
+            "hpcgate_policy_decisions_total",
+            &["route=\"echo\"", "decision=\"deny\""]
+        ),
+        1.0
+    );
+    assert!(
+        has(
+            "hpcgate_policy_decisions_total",
+            &["route=\"echo\"", "decision=\"allow\""]
+        ) >= 3.0
+    );
+    assert_eq!(has("hpcgate_rate_limited_total", &["route=\"echo\""]), 1.0);
+    let backend = format!("backend=\"http://{}\"", up.addr);
+    assert_eq!(
+        has(
+            "hpcgate_upstream_requests_total",
+            &["pool=\"echo\"", &backend, "class=\"2xx\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        has(
+            "hpcgate_upstream_request_duration_seconds_count",
+            &["pool=\"echo\""]
+        ),
+        3.0
+    );
+    assert_eq!(has("hpcgate_backend_up", &["pool=\"echo\"", &backend]), 1.0);
+    // Bounded labels: never a user or a path.
+    for leak in ["alice", "bob", "/echo/"] {
+        assert!(!m.contains(leak), "metrics mention {leak}");
+    }
+}
+
+#[tokio::test]
+async fn log_level_comes_from_the_config_and_rust_log_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, plain) = (free_port(), free_port());
+    write_config(dir.path(), &Setup::default(), tls, plain, None);
+    let cfg = dir.path().join("hpcgate.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("level = \"info\"", "level = \"warn\"")).unwrap();
+    let run = |rust_log: Option<&str>| {
+        let mut c = Command::new(bin());
+        c.args(["serve", "--allow-root", "--config"]).arg(&cfg);
+        c.env_remove("RUST_LOG");
+        if let Some(v) = rust_log {
+            c.env("RUST_LOG", v);
+        }
+        let log = dir.path().join("run.log");
+        let mut child = c
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = child.kill();
+        let _ = child.wait();
+        std::fs::read_to_string(&log).unwrap()
+    };
+    let quiet = run(None);
+    assert!(
+        !quiet.contains("\"level\":\"INFO\""),
+        "level = warn still logs info:\n{quiet}"
+    );
+    // --allow-root is worth a warning, as JSON.
+    let warn = quiet.lines().find(|l| l.contains("--allow-root")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(warn).unwrap();
+    assert_eq!(v["level"], "WARN");
+    let loud = run(Some("info"));
+    assert!(loud.contains("\"level\":\"INFO\""), "{loud}");
+}
+
+#[tokio::test]
+async fn check_config_online_reports_each_target() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let dead = free_port();
+    // A minimal IdP: just its discovery document.
+    let idp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", idp.local_addr().unwrap());
+    let doc = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
+    let app = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || async move { axum::Json(doc) }),
+    );
+    tokio::spawn(async move { axum::serve(idp, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        "[pools.up]\nbackends = [\"http://{}\"]\n[pools.down]\nbackends = [\"http://127.0.0.1:{dead}\"]\n\
+         [authenticators.directory]\ntype = \"ldap\"\nurl = \"ldap://127.0.0.1:{dead}\"\n\
+         bind_dn = \"cn=gw,dc=example,dc=org\"\nbind_password = \"x\"\nuser_base = \"ou=people,dc=example,dc=org\"\nuser_filter = \"(uid={{user}})\"\n\
+         [authenticators.idp]\ntype = \"oidc_bearer\"\nissuer = \"{issuer}\"\n\
+         audiences = [\"urn:hpcgate\"]\ntimeout = \"1s\"\n\
+         [[routes]]\nname = \"up\"\npath_prefix = \"/up\"\npool = \"up\"\n\
+         authenticators = [\"local\", \"directory\", \"idp\"]\n\
+         [[routes]]\nname = \"down\"\npath_prefix = \"/down\"\npool = \"down\"\n\
+         authenticators = [\"local\"]\n",
+        up.addr
+    );
+    let setup = Setup {
+        body,
+        ..Default::default()
+    };
+    write_config(dir.path(), &setup, free_port(), free_port(), None);
+    let cfg = dir.path().join("hpcgate.toml");
+    let out = tokio::process::Command::new(bin())
+        .args(["check-config", "--online", "--timeout", "1s"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let f = cfg.display().to_string();
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{f}:{key}: ")))
+            .unwrap_or_else(|| panic!("no line for {key}:\n{stdout}"))
+            .to_string()
+    };
+    assert!(
+        line("pools.up.backends[0]").contains(": reachable: http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(line("pools.down.backends[0]").contains(": unreachable: "));
+    assert!(line("authenticators.directory").contains(": unreachable: ldap://127.0.0.1:"));
+    assert!(
+        line("authenticators.idp").contains(": reachable: http://127.0.0.1:"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 4 target(s) unreachable"));
+}
