@@ -296,8 +296,9 @@ pub fn run(
         );
     }
     on_start();
+    let phases = server.watch_execution_phase();
     server.run(RunArgs {
-        shutdown_signal: Box::new(crate::shutdown::Signals),
+        shutdown_signal: Box::new(crate::shutdown::Signals { phases }),
     });
     Ok(())
 }
