@@ -299,7 +299,10 @@ fn load_for_cli(path: Option<PathBuf>) -> Result<config::Config, String> {
             demo
         }
     };
-    config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))
+    let config = config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))?;
+    // As root, act as the user the running gateway handed its state to.
+    hpcgate::privileges::become_state_owner(&config.state_dir)?;
+    Ok(config)
 }
 
 fn serve(path: Option<PathBuf>, allow_root: bool, upgrade: bool) -> Result<ExitCode, String> {

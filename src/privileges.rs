@@ -83,6 +83,33 @@ pub fn drop_to(run_as: &RunAs, policy: RootPolicy, owned: &[&Path]) -> Result<()
     Ok(())
 }
 
+/// For maintenance commands (`apikey`, `rotate-signing-key`) run as root: become the owner of
+/// the state directory (the service user a running gateway handed it to), so that keys and
+/// database files they create stay readable by the gateway. Nothing changes when the
+/// directory belongs to root or does not exist yet, or when not run as root.
+pub fn become_state_owner(state_dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(state_dir) else {
+        return Ok(());
+    };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let run_as = RunAs {
+        name: User::from_uid(Uid::from_raw(meta.uid()))
+            .ok()
+            .flatten()
+            .map_or_else(|| meta.uid().to_string(), |u| u.name),
+        uid: meta.uid(),
+        gid: meta.gid(),
+    };
+    switch_user(&run_as)?;
+    drop_capabilities()
+}
+
 /// Waits briefly for helper threads (SQLite's, a start-up runtime's) to end: capability
 /// changes made now would not reach any thread still alive.
 fn single_threaded() -> Result<(), String> {

@@ -792,3 +792,42 @@ async fn graceful_upgrade_hands_listeners_to_a_new_process_without_failures() {
 async fn graceful_upgrade_works_for_a_gateway_that_dropped_to_nobody() {
     graceful_upgrade_under_load(true).await;
 }
+
+#[tokio::test]
+async fn a_key_rotated_by_root_is_usable_by_a_gateway_running_as_nobody() {
+    let gw = Gateway::start(Setup {
+        body: "[tokens]\nauthenticators = [\"local\"]\n".into(),
+        as_service_user: true,
+        ..Default::default()
+    })
+    .await;
+    let jwks = || async {
+        let v: serde_json::Value = gw
+            .client(false)
+            .get(gw.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["keys"].as_array().unwrap().len()
+    };
+    assert_eq!(jwks().await, 1);
+    let out = Command::new(bin())
+        .args(["rotate-signing-key", "--config"])
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    use std::os::unix::fs::MetadataExt;
+    for e in std::fs::read_dir(gw.dir.path().join("state/signing-keys")).unwrap() {
+        let m = e.unwrap().metadata().unwrap();
+        assert_eq!(m.uid(), 65534, "a key file is not the service user's");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while jwks().await < 2 {
+        assert!(Instant::now() < deadline, "the new key was never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
