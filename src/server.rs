@@ -230,9 +230,24 @@ pub fn run(
         crate::audit::create(p)?;
         owned.push(p.as_path());
     }
+    let was_root = nix::unistd::Uid::effective().is_root();
     crate::privileges::drop_to(&config.process.user, opts.root, &owned)?;
-
-    let snap = snapshot(&config)?;
+    // Read everything again as the user the gateway now is, as every reload will: a file
+    // only root can read stops the start here instead of failing the first reload.
+    let reread;
+    let current = if was_root && !nix::unistd::Uid::effective().is_root() {
+        reread = crate::config::load(&config.path).map_err(|e| {
+            format!(
+                "after switching to user {}, the config no longer loads (everything the \
+                 gateway reads must be readable by [process] user):\n{e}",
+                config.process.user.name
+            )
+        })?;
+        &reread
+    } else {
+        &config
+    };
+    let snap = snapshot(current)?;
     let (targets_tx, targets_rx) = tokio::sync::watch::channel(snap.pools.clone());
     let checker = crate::health::HealthChecker {
         targets: targets_rx,

@@ -831,3 +831,33 @@ async fn a_key_rotated_by_root_is_usable_by_a_gateway_running_as_nobody() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn a_file_only_root_can_read_stops_the_start_after_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &Setup::default(),
+        free_port(),
+        free_port(),
+        None,
+    );
+    give_to_nobody(dir.path());
+    // The users file stays root's: nobody cannot read it (and neither could a reload).
+    let users = dir.path().join("users.toml");
+    std::os::unix::fs::chown(&users, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(dir.path().join("hpcgate.toml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("after switching to user nobody")
+            && err.contains("authenticators.local.users_file")
+            && err.contains("Permission denied"),
+        "{err}"
+    );
+}
