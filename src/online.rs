@@ -180,3 +180,25 @@ pub async fn check(config: &Config, timeout: Duration) -> Vec<Reach> {
     }
     out.into_iter().flatten().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_port_drops_credentials_and_paths_and_fills_the_default_port() {
+        assert_eq!(
+            host_port("postgres://u:secret@db.example.org/hpcgate", 5432).as_deref(),
+            Some("db.example.org:5432")
+        );
+        assert_eq!(
+            host_port("redis://:pw@[::1]:6380/0", 6379).as_deref(),
+            Some("[::1]:6380")
+        );
+        assert_eq!(
+            host_port("ldaps://ldap.example.org", 636).as_deref(),
+            Some("ldap.example.org:636")
+        );
+        assert_eq!(host_port("not a url", 1), None);
+    }
+}

@@ -231,6 +231,9 @@ pub fn run(
         owned.push(p.as_path());
     }
     let was_root = nix::unistd::Uid::effective().is_root();
+    if was_root && opts.root == crate::privileges::RootPolicy::Switch {
+        refuse_config_in_state_dir(&config)?;
+    }
     crate::privileges::drop_to(&config.process.user, opts.root, &owned)?;
     // Read everything again as the user the gateway now is, as every reload will: a file
     // only root can read stops the start here instead of failing the first reload.
@@ -311,10 +314,29 @@ pub fn run(
         );
     }
     on_start();
-    let phases = server.watch_execution_phase();
     server.run(RunArgs {
-        shutdown_signal: Box::new(crate::shutdown::Signals { phases }),
+        shutdown_signal: Box::new(crate::shutdown::Signals),
     });
+    Ok(())
+}
+
+/// The state directory is handed to the service user at start; a config (with its secrets)
+/// inside it would be handed over too.
+fn refuse_config_in_state_dir(config: &Config) -> Result<(), String> {
+    let (Ok(file), Ok(state)) = (
+        std::fs::canonicalize(&config.path),
+        std::fs::canonicalize(&config.state_dir),
+    ) else {
+        return Ok(());
+    };
+    if file.starts_with(&state) {
+        return Err(format!(
+            "{}: server.state_dir {} holds the config file; it is given to [process] user at \
+             start, so keep the config (and its secrets) outside it",
+            config.path.display(),
+            config.state_dir.display()
+        ));
+    }
     Ok(())
 }
 

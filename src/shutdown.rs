@@ -36,32 +36,7 @@ impl Drop for InFlight {
     }
 }
 
-/// Waits for stop and upgrade signals. `phases` is pingora's execution phase, which says
-/// when an old process has handed its listeners over in a graceful upgrade.
-/// Exits the process as soon as no request has been in flight for a moment.
-fn exit_when_idle() {
-    std::thread::spawn(|| {
-        // Give connections that were just accepted a moment to register their request.
-        std::thread::sleep(Duration::from_millis(200));
-        let mut quiet = 0;
-        loop {
-            if IN_FLIGHT.load(Ordering::Relaxed) == 0 {
-                quiet += 1;
-                if quiet >= 3 {
-                    tracing::info!("no request in flight: exiting");
-                    std::process::exit(0);
-                }
-            } else {
-                quiet = 0;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    });
-}
-
-pub struct Signals {
-    pub phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
-}
+pub struct Signals;
 
 #[async_trait]
 impl ShutdownSignalWatch for Signals {
@@ -77,19 +52,6 @@ impl ShutdownSignalWatch for Signals {
         let name = tokio::select! {
             _ = quit.recv() => {
                 tracing::info!("SIGQUIT: handing listeners to the new process (graceful upgrade)");
-                // Once the listeners are handed over and pingora stops accepting, leave as
-                // soon as nothing is in flight instead of sleeping the whole grace period.
-                let mut phases = self.phases.resubscribe();
-                tokio::spawn(async move {
-                    use pingora::server::ExecutionPhase;
-                    while let Ok(p) = phases.recv().await {
-                        if matches!(p, ExecutionPhase::ShutdownStarted) {
-                            DRAINING.store(true, Ordering::Relaxed);
-                            exit_when_idle();
-                            return;
-                        }
-                    }
-                });
                 return ShutdownSignal::GracefulUpgrade;
             }
             _ = term.recv() => "SIGTERM",
@@ -110,7 +72,23 @@ impl ShutdownSignalWatch for Signals {
             tracing::warn!("second stop signal: exiting without waiting");
             std::process::exit(1);
         });
-        exit_when_idle();
+        std::thread::spawn(|| {
+            // Give connections that were just accepted a moment to register their request.
+            std::thread::sleep(Duration::from_millis(200));
+            let mut quiet = 0;
+            loop {
+                if IN_FLIGHT.load(Ordering::Relaxed) == 0 {
+                    quiet += 1;
+                    if quiet >= 3 {
+                        tracing::info!("no request in flight: exiting");
+                        std::process::exit(0);
+                    }
+                } else {
+                    quiet = 0;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
         ShutdownSignal::GracefulTerminate
     }
 }

@@ -747,7 +747,9 @@ async fn graceful_upgrade_under_load(as_service_user: bool) {
         .args(["-QUIT", &old_pid.to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    // pingora: ~5 s of accepting beside the new process, then the grace period (10 s in
+    // these tests) for whatever the old one still holds.
+    let deadline = Instant::now() + Duration::from_secs(30);
     while std::path::Path::new(&format!("/proc/{old_pid}")).exists()
         && std::fs::read_to_string(format!("/proc/{old_pid}/stat"))
             .map(|s| !s.contains(") Z "))
@@ -860,4 +862,77 @@ fn a_file_only_root_can_read_stops_the_start_after_the_switch() {
             && err.contains("Permission denied"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn the_sqlite_database_created_as_root_serves_api_keys_as_nobody() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let body = format!(
+        "[authenticators.keys]\ntype = \"api_key\"\n\n{}authenticators = [\"keys\"]\n",
+        route_to("echo", "/echo", &up, "5s").replace("authenticators = [\"local\"]\n", "")
+    );
+    let gw = Gateway::start(Setup {
+        body,
+        as_service_user: true,
+        ..Default::default()
+    })
+    .await;
+    // Created as root, the database went to nobody with the state directory.
+    use std::os::unix::fs::MetadataExt;
+    let db = std::fs::read_dir(gw.dir.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "db"))
+        .expect("a SQLite file in the state directory");
+    assert_eq!(std::fs::metadata(&db).unwrap().uid(), 65534);
+    // The CLI, run as root, writes as the state directory's owner.
+    let out = Command::new(bin())
+        .args([
+            "apikey", "create", "--user", "alice", "--name", "t", "--json",
+        ])
+        .arg("--config")
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = gw
+        .client(false)
+        .get(gw.url("/echo/x"))
+        .header("x-api-key", key["key"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().one("x-forwarded-user"), Some("alice"));
+}
+
+#[test]
+fn a_state_dir_holding_the_config_is_refused_when_it_would_be_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(
+        dir.path(),
+        &Setup::default(),
+        free_port(),
+        free_port(),
+        None,
+    );
+    let cfg = dir.path().join("hpcgate.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("state_dir = \"state\"", "state_dir = \".\""),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds the config file"), "{err}");
+    // Nothing was given away.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&cfg).unwrap().uid(), 0);
 }
