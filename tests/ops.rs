@@ -947,3 +947,47 @@ fn a_state_dir_holding_the_config_is_refused_when_it_would_be_handed_over() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::metadata(&cfg).unwrap().uid(), 0);
 }
+
+#[tokio::test]
+async fn health_checks_follow_the_pools_of_a_reloaded_config() {
+    let a = Recorder::start(Duration::ZERO).await;
+    let b = Recorder::start(Duration::ZERO).await;
+    let checked = |name: &str, up: &Recorder| {
+        route_to(name, &format!("/{name}"), up, "5s").replace(
+            "read_timeout = \"5s\"\n",
+            &format!(
+                "read_timeout = \"5s\"\n[pools.{name}.health_check]\npath = \"/health\"\n\
+                 interval = \"100ms\"\ntimeout = \"100ms\"\n"
+            ),
+        )
+    };
+    let gw = Gateway::start(Setup {
+        body: checked("a", &a),
+        ..Default::default()
+    })
+    .await;
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(gw.config_path(), text + &checked("b", &b)).unwrap();
+    gw.hup();
+    gw.wait_log("config reloaded", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.requests().iter().any(|r| r.uri == "/health") {
+        assert!(Instant::now() < deadline, "the new pool is never checked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = get(&gw, "/-/metrics", "alice", ALICE_PW)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let backend = format!("backend=\"http://{}\"", b.addr);
+    assert_eq!(
+        sample(&m, "hpcgate_backend_up", &["pool=\"b\"", &backend]),
+        Some(1.0),
+        "{m}"
+    );
+    // The old pool is still checked too.
+    let before = a.requests().len();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(a.requests().len() > before);
+}
