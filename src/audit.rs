@@ -94,6 +94,22 @@ impl AuditLog {
     }
 }
 
+/// Creates the audit log file (and its directory) if missing, so that it can be handed to
+/// the unprivileged user before the switch.
+pub fn create(path: &std::path::Path) -> Result<(), String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("audit log directory {}: {e}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| format!("cannot open audit log {}: {e}", path.display()))
+}
+
 /// Now, as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()

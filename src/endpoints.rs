@@ -112,12 +112,27 @@ impl Endpoint {
                            "error": "authentication required"}),
                 ),
             },
-            Endpoint::Status => Reply::json(200, crate::health::status(&snap.pools)),
-            Endpoint::Metrics => Reply {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: Bytes::from(crate::telemetry::metrics().render()),
-            },
+            Endpoint::Status => {
+                let mut v = crate::health::status(&snap.pools);
+                // Who the process runs as, and its config, are for admins only.
+                if caller
+                    .identity()
+                    .is_some_and(|id| snap.policies.is_admin(id))
+                {
+                    v["data"]["process"] = crate::privileges::status();
+                    v["data"]["config"] = crate::reload::status();
+                }
+                Reply::json(200, v)
+            }
+            Endpoint::Metrics => {
+                let m = crate::telemetry::metrics();
+                m.observe_backends(&snap.pools);
+                Reply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body: Bytes::from(m.render()),
+                }
+            }
             Endpoint::Token => {
                 let (Some(issuer), Some(id)) = (&snap.token_issuer, caller.identity()) else {
                     return Err(Rejection::NotFound("token issuing is not enabled".into()));

@@ -56,7 +56,8 @@ pub struct Snapshot {
 }
 
 pub struct Gateway {
-    snapshot: ArcSwap<Snapshot>,
+    /// Shared with the reloader (`reload.rs`), which swaps it.
+    snapshot: Arc<ArcSwap<Snapshot>>,
 }
 
 /// Where a request stands in admission. Reading a permit from anything but `Admitted` is an
@@ -113,9 +114,12 @@ enum Admitted {
 
 impl Gateway {
     pub fn new(snapshot: Snapshot) -> Self {
-        Gateway {
-            snapshot: ArcSwap::from_pointee(snapshot),
-        }
+        Gateway::shared(Arc::new(ArcSwap::from_pointee(snapshot)))
+    }
+
+    /// A gateway whose rules someone else may swap (the reloader).
+    pub fn shared(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        Gateway { snapshot }
     }
 
     /// Replaces the rules for requests that start from now on.
@@ -689,6 +693,15 @@ impl ProxyHttp for Gateway {
             (Admission::Admitted(p), Some(&i)) => p.route().pool.backend(i).to_string(),
             _ => String::new(),
         };
+        crate::telemetry::observe_request(
+            &ctx.admission,
+            ctx.denial.as_ref().map(|(_, v, _)| v.allow),
+            &ctx.label,
+            &backend,
+            ctx.failure.is_some(),
+            status,
+            elapsed,
+        );
         let reason = match &ctx.admission {
             Admission::Rejected(r) => r.detail().to_string(),
             _ => ctx

@@ -53,29 +53,39 @@ impl BackendHealth {
     }
 }
 
-/// Runs the checks of every pool that has them until shutdown.
+/// Runs the checks of every pool that has them until shutdown; a reload sends new targets
+/// through `targets`, and the checks start over on them.
 pub struct HealthChecker {
-    pub targets: Vec<Target>,
+    pub targets: tokio::sync::watch::Receiver<Vec<Target>>,
 }
 
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut tasks = tokio::task::JoinSet::new();
-        for t in &self.targets {
-            if let Some(hc) = t.pool.config.health_check.clone() {
-                tasks.spawn(run(t.clone(), hc));
+        let mut targets = self.targets.clone();
+        loop {
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in targets.borrow_and_update().iter() {
+                if let Some(hc) = t.pool.config.health_check.clone() {
+                    tasks.spawn(run(t.clone(), hc));
+                }
+                let c = &t.pool.config;
+                if c.balance == Balance::Retention && c.retention.iter().any(Option::is_none) {
+                    tasks.spawn(read_retentions(t.pool.clone()));
+                }
             }
-            let c = &t.pool.config;
-            if c.balance == Balance::Retention && c.retention.iter().any(Option::is_none) {
-                tasks.spawn(read_retentions(t.pool.clone()));
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                changed = targets.changed() => {
+                    if changed.is_err() {
+                        // The reloader is gone: keep checking these targets until shutdown.
+                        let _ = shutdown.changed().await;
+                        return;
+                    }
+                    tasks.abort_all();
+                }
             }
         }
-        if tasks.is_empty() {
-            return;
-        }
-        let _ = shutdown.changed().await;
-        tasks.abort_all();
     }
 }
 

@@ -26,11 +26,33 @@ enum Command {
         /// The config file (see config/hpcgate.toml for every key).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Keep running as root when started as root (not for production: by default
+        /// hpcgate switches to `[process] user` once its listeners are open).
+        #[arg(long)]
+        allow_root: bool,
+        /// Take the listeners over from the running gateway (send it SIGQUIT after starting
+        /// this one): pingora's graceful upgrade, through `[process] upgrade_socket`.
+        #[arg(long, short)]
+        upgrade: bool,
+    },
+    /// Make the running gateway re-read its config (checked here first; sends SIGHUP to
+    /// the pid in `[process] pid_file`).
+    Reload {
+        /// The gateway's config file.
+        #[arg(long, short)]
+        config: PathBuf,
     },
     /// Check a config file; print FILE:KEY: reason for every problem and exit 1 if any.
     CheckConfig {
         /// The config file.
         file: PathBuf,
+        /// Also try to reach every upstream backend, LDAP server, IdP, Redis and PostgreSQL
+        /// the config names (one line each; exit 1 if any is unreachable).
+        #[arg(long)]
+        online: bool,
+        /// How long each online check may take.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Make a development CA and a server certificate signed by it.
     GenCert {
@@ -120,7 +142,11 @@ fn run(command: Command) -> Result<ExitCode, String> {
             println!("hpcgate {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file } => match config::load(&file) {
+        Command::CheckConfig {
+            file,
+            online,
+            timeout,
+        } => match config::load(&file) {
             Ok(c) => {
                 println!(
                     "{}: OK ({} listeners, {} pools, {} authenticators, {} routes)",
@@ -130,6 +156,9 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     c.authenticators.len(),
                     c.routes.len()
                 );
+                if online {
+                    return check_online(&c, &file, timeout);
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -170,7 +199,27 @@ fn run(command: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config } => serve(config),
+        Command::Serve {
+            config,
+            allow_root,
+            upgrade,
+        } => serve(config, allow_root, upgrade),
+        Command::Reload { config } => {
+            let c = config::load(&config).map_err(|e| {
+                format!(
+                    "{} has problems; nothing was sent (the running gateway keeps its \
+                     config):\n{e}",
+                    config.display()
+                )
+            })?;
+            let pid = hpcgate::reload::signal_running(&c)?;
+            println!(
+                "{}: OK; sent SIGHUP to hpcgate (pid {pid}); its log says `config reloaded` \
+                 or why it kept the running config",
+                config.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apikey { config, action } => {
             let config = load_for_cli(config)?;
             hpcgate::cli::apikey(&config, action.into())
@@ -212,6 +261,32 @@ impl From<ApikeyAction> for hpcgate::cli::ApikeyCommand {
     }
 }
 
+/// `check-config --online`: one line per target; failure if any is unreachable.
+fn check_online(
+    c: &config::Config,
+    file: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<ExitCode, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let results = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?
+        .block_on(hpcgate::online::check(c, timeout));
+    let name = file.display().to_string();
+    let mut bad = 0;
+    for r in &results {
+        println!("{}", r.line(&name));
+        bad += usize::from(r.result.is_err());
+    }
+    if bad > 0 {
+        eprintln!("{name}: {bad} of {} target(s) unreachable", results.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{name}: all {} target(s) reachable", results.len());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The config a maintenance command works on: the one given, or the demo's.
 fn load_for_cli(path: Option<PathBuf>) -> Result<config::Config, String> {
     let path = match path {
@@ -224,10 +299,13 @@ fn load_for_cli(path: Option<PathBuf>) -> Result<config::Config, String> {
             demo
         }
     };
-    config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))
+    let config = config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))?;
+    // As root, act as the user the running gateway handed its state to.
+    hpcgate::privileges::become_state_owner(&config.state_dir)?;
+    Ok(config)
 }
 
-fn serve(path: Option<PathBuf>) -> Result<ExitCode, String> {
+fn serve(path: Option<PathBuf>, allow_root: bool, upgrade: bool) -> Result<ExitCode, String> {
     let (path, demo_creds) = match path {
         Some(p) => (p, None),
         None => {
@@ -245,7 +323,15 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode, String> {
             socket: config.state_dir.join("echo.sock"),
         }));
     }
-    server::run(config, extra, move || {
+    // The demo lives in the current directory and is for trying hpcgate out: it runs as
+    // whoever started it.
+    let root = if allow_root || demo_creds.is_some() {
+        hpcgate::privileges::RootPolicy::Stay
+    } else {
+        hpcgate::privileges::RootPolicy::Switch
+    };
+    let opts = server::StartOptions { root, upgrade };
+    server::run(config, extra, opts, move || {
         if let Some((dir, creds)) = &demo_creds {
             println!("{}", demo::banner(dir, creds));
         }

@@ -170,45 +170,106 @@ async fn prepare_database(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
+/// How `serve` was started.
+#[derive(Debug, Clone, Copy)]
+pub struct StartOptions {
+    pub root: crate::privileges::RootPolicy,
+    /// Take the listeners over from a running gateway (pingora's graceful upgrade).
+    pub upgrade: bool,
+}
+
 /// Runs the gateway until it is stopped. `extra` are background services to run beside the
 /// proxy (the demo's upstream, for instance).
+///
+/// Order matters: as root, open the database, listeners and audit log, write the pid file;
+/// then drop privileges while the process has a single thread; then build the snapshot (as
+/// the unprivileged user, as every reload will) and start pingora's runtimes.
 pub fn run(
     config: Config,
     extra: Vec<Box<dyn BackgroundService + Send + Sync>>,
+    opts: StartOptions,
     on_start: impl FnOnce(),
 ) -> Result<(), String> {
     // rustls needs one process-wide crypto provider; pingora installs ring as well.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // pingora's runtimes are created inside `run`; this small one checks binds and brings
-    // the database schema up to date before anything is served.
+    crate::tls::create_private_dir(&config.state_dir)?;
+    // pingora's runtimes are created inside `run`; this small one brings the database schema
+    // up to date before anything is served. It is dropped (with its threads) right after.
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?
-        .block_on(async {
-            check_bindable(&config)?;
-            prepare_database(&config).await
-        })?;
-    let snap = snapshot(&config)?;
+        .block_on(prepare_database(&config))?;
 
+    // Listeners are opened here (not by pingora) when privileges are about to be dropped, and
+    // handed to pingora like an old process hands them over in a graceful upgrade.
+    let prebind = !opts.upgrade && crate::privileges::will_drop(opts.root);
+    let listeners = if prebind {
+        Some(bind_listeners(&config)?)
+    } else {
+        if !opts.upgrade {
+            check_bindable(&config)?;
+        }
+        None
+    };
     let grace = config.grace_period.as_secs().max(1);
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: config.process.upgrade_socket.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
-    let checker = crate::health::HealthChecker {
-        targets: snap.pools.clone(),
+    let opt = pingora::server::configuration::Opt {
+        upgrade: opts.upgrade || prebind,
+        ..Default::default()
     };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    match listeners {
+        Some(l) => hand_to_pingora(&mut server, l, &config.process.upgrade_socket)?,
+        None => server.bootstrap(),
+    }
+    crate::reload::write_pid_file(&config.process.pid_file)?;
+    let mut owned = vec![
+        config.state_dir.as_path(),
+        config.process.pid_file.as_path(),
+    ];
+    if let crate::config::AuditSink::File(p) = &config.audit {
+        crate::audit::create(p)?;
+        owned.push(p.as_path());
+    }
+    let was_root = nix::unistd::Uid::effective().is_root();
+    if was_root && opts.root == crate::privileges::RootPolicy::Switch {
+        refuse_config_in_state_dir(&config)?;
+    }
+    crate::privileges::drop_to(&config.process.user, opts.root, &owned)?;
+    // Read everything again as the user the gateway now is, as every reload will: a file
+    // only root can read stops the start here instead of failing the first reload.
+    let reread;
+    let current = if was_root && !nix::unistd::Uid::effective().is_root() {
+        reread = crate::config::load(&config.path).map_err(|e| {
+            format!(
+                "after switching to user {}, the config no longer loads (everything the \
+                 gateway reads must be readable by [process] user):\n{e}",
+                config.process.user.name
+            )
+        })?;
+        &reread
+    } else {
+        &config
+    };
+    let snap = snapshot(current)?;
+    let (targets_tx, targets_rx) = tokio::sync::watch::channel(snap.pools.clone());
+    let checker = crate::health::HealthChecker {
+        targets: targets_rx,
+    };
+    let shared = Arc::new(arc_swap::ArcSwap::from_pointee(snap));
     let mut svc = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(snap),
+        Gateway::shared(shared.clone()),
         "hpcgate",
     );
+    let mut certs = Vec::new();
     for l in &config.listeners {
         let addr = l.address.to_string();
         let sock_opt = l.address.is_ipv6().then(|| {
@@ -220,7 +281,9 @@ pub fn run(
             Some(files) => {
                 let mut tls = TlsSettings::intermediate("", "")
                     .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
-                tls.set_cert_resolver(Arc::new(CertStore::new(files.loaded.clone())));
+                let store = Arc::new(CertStore::new(files.loaded.clone()));
+                certs.push((l.address, store.clone()));
+                tls.set_cert_resolver(store);
                 if let Some(cas) = &l.client_ca {
                     tls.set_client_cert_verifier(client_verifier(cas)?);
                 }
@@ -249,6 +312,10 @@ pub fn run(
             crate::accounting::Service::new(config.database.clone(), acct.clone())?,
         ));
     }
+    server.add_service(pingora::services::background::background_service(
+        "reload",
+        crate::reload::Reloader::new(&config, shared, targets_tx, certs),
+    ));
     for (i, b) in extra.into_iter().enumerate() {
         server.add_service(pingora::services::background::background_service(
             &format!("background-{i}"),
@@ -268,6 +335,86 @@ pub fn run(
         shutdown_signal: Box::new(crate::shutdown::Signals),
     });
     Ok(())
+}
+
+/// The state directory is handed to the service user at start; a config (with its secrets)
+/// inside it would be handed over too.
+fn refuse_config_in_state_dir(config: &Config) -> Result<(), String> {
+    let (Ok(file), Ok(state)) = (
+        std::fs::canonicalize(&config.path),
+        std::fs::canonicalize(&config.state_dir),
+    ) else {
+        return Ok(());
+    };
+    if file.starts_with(&state) {
+        return Err(format!(
+            "{}: server.state_dir {} holds the config file; it is given to [process] user at \
+             start, so keep the config (and its secrets) outside it",
+            config.path.display(),
+            config.state_dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Opens every listener now (ports below 1024 need root or CAP_NET_BIND_SERVICE), with the
+/// options pingora would set: SO_REUSEADDR, IPV6_V6ONLY for IPv6, a long backlog.
+fn bind_listeners(config: &Config) -> Result<Vec<(String, std::net::TcpListener)>, String> {
+    let mut out = Vec::new();
+    for l in &config.listeners {
+        use socket2::{Domain, Socket, Type};
+        let listener =
+            Socket::new(Domain::for_address(l.address), Type::STREAM, None).and_then(|s| {
+                s.set_reuse_address(true)?;
+                if l.address.is_ipv6() {
+                    s.set_only_v6(true)?;
+                }
+                s.bind(&l.address.into())?;
+                s.listen(65535)?;
+                // pingora's tokio listeners expect a non-blocking socket.
+                s.set_nonblocking(true)?;
+                Ok(std::net::TcpListener::from(s))
+            });
+        let listener = listener.map_err(|e| {
+            format!(
+                "{}: cannot listen on {}: {e}",
+                config.path.display(),
+                l.address
+            )
+        })?;
+        out.push((l.address.to_string(), listener));
+    }
+    Ok(out)
+}
+
+/// Hands opened listeners to pingora through its upgrade socket, from a short-lived thread,
+/// as an old process would in a graceful upgrade.
+fn hand_to_pingora(
+    server: &mut Server,
+    listeners: Vec<(String, std::net::TcpListener)>,
+    sock: &std::path::Path,
+) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let path = sock.display().to_string();
+    let sender = std::thread::spawn(move || {
+        let mut fds = pingora::server::Fds::new();
+        for (addr, l) in &listeners {
+            fds.add(addr.clone(), l.as_raw_fd());
+        }
+        let sent = fds.send_to_sock(path.as_str());
+        // The receiver holds its own copies now; ours close here.
+        drop(listeners);
+        sent
+    });
+    server.bootstrap();
+    match sender.join() {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "cannot hand the listeners over through {}: {e}",
+            sock.display()
+        )),
+        Err(_) => Err("internal: the listener hand-over thread panicked".into()),
+    }
 }
 
 /// Asks clients for a certificate from these CAs; clients without one are let in (to be

@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Logging;
@@ -32,6 +32,49 @@ pub fn init_logging(cfg: &Logging) {
     let _ = result;
 }
 
+/// The per-request metrics beyond route and status: the policy decision (from the permit's
+/// verdict, or `denied_by_policy` when policy refused), and the upstream's pool, backend
+/// and status class when the request went upstream.
+pub fn observe_request(
+    admission: &crate::gateway::Admission,
+    denied_by_policy: Option<bool>,
+    route: &str,
+    backend: &str,
+    failed: bool,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    let m = metrics();
+    let decision = match (admission, denied_by_policy) {
+        (crate::gateway::Admission::Admitted(p), _) => p.verdict().map(|_| "allow"),
+        (_, Some(allowed)) => Some(if allowed { "allow" } else { "deny" }),
+        _ => None,
+    };
+    if let Some(d) = decision {
+        m.policy_decisions.with_label_values(&[route, d]).inc();
+    }
+    if let crate::gateway::Admission::Admitted(p) = admission
+        && !backend.is_empty()
+    {
+        let pool = p.route().pool.config.name.as_str();
+        let class = match status {
+            _ if failed => "error",
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "error",
+        };
+        m.upstream_requests
+            .with_label_values(&[pool, backend, class])
+            .inc();
+        m.upstream_duration
+            .with_label_values(&[pool])
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
 /// The gateway's metrics, registered once per process.
 pub struct Metrics {
     pub registry: Registry,
@@ -44,6 +87,44 @@ pub struct Metrics {
     /// slurmrestd answers with an error status (it reports bad tokens and "permission
     /// denied" as 500), by route and status.
     pub slurm_errors: IntCounterVec,
+    /// Reloads (SIGHUP), by result (`ok`, `error`).
+    pub config_reloads: IntCounterVec,
+    /// Certificates reloaded because their files changed, by result.
+    pub certificate_reloads: IntCounterVec,
+    /// Time an authenticator took to decide, by authenticator (requests it did not handle
+    /// are not counted).
+    pub auth_duration: HistogramVec,
+    /// Credential cache lookups, by cache (`password`, `api_key`, `slurm_token`) and result
+    /// (`hit`, `miss`).
+    pub auth_cache: IntCounterVec,
+    /// Policy decisions, by route and decision (`allow`, `deny`).
+    pub policy_decisions: IntCounterVec,
+    /// Requests refused by a route's rate limit, by route.
+    pub rate_limited: IntCounterVec,
+    /// Requests that reached an upstream, by pool, backend and status class (`2xx`, …,
+    /// `error` when no response came).
+    pub upstream_requests: IntCounterVec,
+    /// Time of requests that went upstream, by pool.
+    pub upstream_duration: HistogramVec,
+    /// 1 while a backend is up, 0 while down, -1 before its first check (set at scrape).
+    pub backend_up: IntGaugeVec,
+}
+
+/// Latency buckets, from half a millisecond to half a minute.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("static metric definition")
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -101,6 +182,63 @@ pub fn metrics() -> &'static Metrics {
             &["route", "status"],
         )
         .expect("static metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "config_reloads_total",
+                "Config reloads (SIGHUP) by result: ok, or error (the old config kept serving)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "certificate_reloads_total",
+                "Listener certificates reloaded because their files changed, by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let auth_duration = histogram(
+            "authentication_duration_seconds",
+            "Time an authenticator took to accept or refuse credentials, by authenticator",
+            &["authenticator"],
+        );
+        let auth_cache = counter(
+            "auth_cache_lookups_total",
+            "Credential cache lookups by cache (password, api_key, slurm_token) and result \
+             (hit, miss)",
+            &["cache", "result"],
+        );
+        let policy_decisions = counter(
+            "policy_decisions_total",
+            "Authorization decisions by route and decision (allow, deny)",
+            &["route", "decision"],
+        );
+        let rate_limited = counter(
+            "rate_limited_total",
+            "Requests refused by a route's rate limit, by route",
+            &["route"],
+        );
+        let upstream_requests = counter(
+            "upstream_requests_total",
+            "Requests that went upstream, by pool, backend and status class (2xx..5xx, or \
+             error when no response came)",
+            &["pool", "backend", "class"],
+        );
+        let upstream_duration = histogram(
+            "upstream_request_duration_seconds",
+            "Time of requests that went upstream, from arrival to the end of the response, by \
+             pool",
+            &["pool"],
+        );
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "backend_up",
+                "Health of each backend: 1 up, 0 down, -1 not checked yet",
+            ),
+            &["pool", "backend"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -108,6 +246,15 @@ pub fn metrics() -> &'static Metrics {
             Box::new(auth.clone()),
             Box::new(slurm_tokens.clone()),
             Box::new(slurm_errors.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(certificate_reloads.clone()),
+            Box::new(auth_duration.clone()),
+            Box::new(auth_cache.clone()),
+            Box::new(policy_decisions.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(upstream_requests.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(backend_up.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -119,11 +266,50 @@ pub fn metrics() -> &'static Metrics {
             auth,
             slurm_tokens,
             slurm_errors,
+            config_reloads,
+            certificate_reloads,
+            auth_duration,
+            auth_cache,
+            policy_decisions,
+            rate_limited,
+            upstream_requests,
+            upstream_duration,
+            backend_up,
         }
     })
 }
 
 impl Metrics {
+    /// Counts one credential cache lookup.
+    pub fn cache_lookup(&self, cache: &str, hit: bool) {
+        self.auth_cache
+            .with_label_values(&[cache, if hit { "hit" } else { "miss" }])
+            .inc();
+    }
+
+    /// Sets `backend_up` from the pools of the running config (dropping pools a reload
+    /// removed), just before a scrape.
+    pub fn observe_backends(&self, targets: &[crate::health::Target]) {
+        self.backend_up.reset();
+        for t in targets {
+            let p = &t.pool;
+            for i in 0..p.config.backends.len() {
+                let up = if p.config.health_check.is_none() {
+                    i64::from(!p.passively_down(i))
+                } else {
+                    match p.health(i).state {
+                        "up" => 1,
+                        "down" => 0,
+                        _ => -1,
+                    }
+                };
+                self.backend_up
+                    .with_label_values(&[p.config.name.as_str(), &p.backend(i).to_string()])
+                    .set(up);
+            }
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         use prometheus::Encoder;

@@ -453,3 +453,62 @@ async fn open_redirects_forged_callbacks_and_api_clients_are_refused() {
     }
     assert_eq!(app.count(), 0);
 }
+
+/// Replicas: sessions are encrypted cookies, so a gateway with the same `session_key_file`
+/// accepts a session another one made; a gateway with its own key does not.
+#[tokio::test]
+async fn a_session_made_by_one_replica_is_good_on_another_with_the_same_key() {
+    use base64::Engine;
+    use std::os::unix::fs::OpenOptionsExt;
+    let idp = Idp::start();
+    let chromium = RealServer::start("chromium");
+    let app = App::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("session.key");
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)
+        .and_then(|mut f| {
+            use std::io::Write;
+            writeln!(
+                f,
+                "{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            )
+        })
+        .unwrap();
+    let shared = format!("session_key_file = \"{}\"", key.display());
+    let one = gateway(&idp, &app, &shared).await;
+    let two = gateway(&idp, &app, &shared).await;
+    let stranger = gateway(&idp, &app, "").await;
+    // The login happens on the first replica.
+    idp.register(&[one.url("/auth/callback")], &[one.url("/app/bye")])
+        .await;
+    let browser = Browser::start(&chromium).await;
+    browser.goto(&one.url("/app/page")).await;
+    browser
+        .wait_for_url(&format!("{}/interaction/", idp.issuer()))
+        .await;
+    browser.type_into("#username", "alice").await;
+    browser.type_into("#password", &idp.password("alice")).await;
+    browser.click("#submit").await;
+    browser.wait_for_url(&one.url("/app/page")).await;
+    let cookies = browser.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == SESSION)
+        .and_then(|c| c["value"].as_str())
+        .unwrap_or_else(|| panic!("no session cookie in {cookies:?}"))
+        .to_string();
+    browser.quit().await;
+
+    let r = page(&two, "/app/page", Some(&session), false).await;
+    assert_eq!(r.status(), 200, "the other replica refused the session");
+    assert_eq!(app.last("x-forwarded-user").as_deref(), Some("alice"));
+    let r = page(&stranger, "/app/page", Some(&session), false).await;
+    expect_error(r, 401, "unauthorized").await;
+}

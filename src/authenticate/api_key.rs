@@ -82,6 +82,8 @@ impl ApiKeyAuth {
     async fn lookup(&self, id: &str) -> Result<Lookup, Rejection> {
         let db = self.db.clone();
         let key = id.to_string();
+        // Hit or miss, for the metrics; the lookup below fills a miss (once per key).
+        crate::telemetry::metrics().cache_lookup("api_key", self.cache.contains_key(id));
         self.cache
             .try_get_with(key.clone(), async move {
                 db.find_key(&key).await.map(|found| found.map(Arc::new))

@@ -252,10 +252,52 @@ impl Authenticators {
         for n in names {
             match self.by_name.get(n)? {
                 None => return Some(RouteAuth::Public),
-                Some(a) => chain.push(a.clone()),
+                Some(a) => chain.push(Arc::new(Measured {
+                    name: n.clone(),
+                    inner: a.clone(),
+                }) as Arc<dyn Authenticator>),
             }
         }
         Some(RouteAuth::Chain(chain))
+    }
+}
+
+/// An authenticator of a route's chain, counted and timed under its configured name
+/// (`authentications_total`, `authentication_duration_seconds`). Requests it leaves to the
+/// next one are not counted.
+struct Measured {
+    name: String,
+    inner: Arc<dyn Authenticator>,
+}
+
+#[async_trait]
+impl Authenticator for Measured {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    fn challenge(&self) -> Option<String> {
+        self.inner.challenge()
+    }
+
+    async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
+        let start = std::time::Instant::now();
+        let outcome = self.inner.authenticate(req).await;
+        let result = match &outcome {
+            Outcome::NotMine => return outcome,
+            Outcome::Authenticated(_) => "ok",
+            Outcome::Rejected(r) if r.status() >= 500 => "error",
+            Outcome::Rejected(r) if r.status() == 429 => "throttled",
+            Outcome::Rejected(_) => "rejected",
+        };
+        let m = crate::telemetry::metrics();
+        m.auth
+            .with_label_values(&[self.name.as_str(), result])
+            .inc();
+        m.auth_duration
+            .with_label_values(&[self.name.as_str()])
+            .observe(start.elapsed().as_secs_f64());
+        outcome
     }
 }
 

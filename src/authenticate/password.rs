@@ -114,7 +114,9 @@ impl PasswordGuard {
     }
 
     pub async fn cached(&self, key: &[u8; 32]) -> Option<Identity> {
-        self.cache.as_ref()?.get(key).await
+        let found = self.cache.as_ref()?.get(key).await;
+        crate::telemetry::metrics().cache_lookup("password", found.is_some());
+        found
     }
 
     pub async fn remember(&self, key: [u8; 32], id: &Identity) {

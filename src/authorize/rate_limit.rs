@@ -98,14 +98,20 @@ impl RateLimiters {
         };
         match wait {
             None => Ok(()),
-            Some(w) => Err(Rejection::TooManyRequests {
-                reason: format!(
-                    "rate limit of {} requests per {} on route `{}` reached",
-                    limit.requests,
-                    humantime::format_duration(limit.per),
-                    route.name
-                ),
-                retry_after: w.as_secs_f64().ceil().max(1.0) as u64,
+            Some(w) => Err({
+                crate::telemetry::metrics()
+                    .rate_limited
+                    .with_label_values(&[route.name.as_str()])
+                    .inc();
+                Rejection::TooManyRequests {
+                    reason: format!(
+                        "rate limit of {} requests per {} on route `{}` reached",
+                        limit.requests,
+                        humantime::format_duration(limit.per),
+                        route.name
+                    ),
+                    retry_after: w.as_secs_f64().ceil().max(1.0) as u64,
+                }
             }),
         }
     }

@@ -58,6 +58,7 @@ pub struct Config {
     pub grace_period: Duration,
     /// Normalised (lower case, `_` → `-`) names of inbound headers to strip.
     pub strip_headers: Vec<String>,
+    pub process: Process,
     pub logging: Logging,
     pub gateway: Gateway,
     pub listeners: Vec<Listener>,
@@ -85,6 +86,25 @@ impl Config {
                 .values()
                 .any(|a| matches!(a, Authenticator::ApiKey { .. }))
     }
+}
+
+/// `[process]`: who the gateway runs as and how it is reloaded and upgraded.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// The user to switch to when started as root.
+    pub user: RunAs,
+    pub pid_file: PathBuf,
+    pub upgrade_socket: PathBuf,
+    /// None: certificates are reloaded only on SIGHUP.
+    pub watch_certificates: Option<Duration>,
+}
+
+/// A user and group, resolved when the config is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Where audit lines go.

@@ -21,6 +21,25 @@ pub struct Server {
     pub strip_headers: Vec<String>,
 }
 
+/// The process: which user it runs as, its pid file, reload and upgrade (`[process]`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    /// Started as root, the gateway switches to this user once its listeners are open
+    /// (default `nobody`). `root` is refused unless `serve --allow-root`.
+    pub user: Option<String>,
+    /// Its group (default: the user's primary group).
+    pub group: Option<String>,
+    /// Where `serve` writes its pid, for `hpcgate reload` (default `STATE_DIR/hpcgate.pid`).
+    pub pid_file: Option<String>,
+    /// pingora's upgrade socket, through which a new binary (`serve --upgrade`) takes over the
+    /// listeners (default `STATE_DIR/upgrade.sock`).
+    pub upgrade_socket: Option<String>,
+    /// How often listener certificates are checked for changes and reloaded (default 60s;
+    /// `0s` turns the check off: SIGHUP still reloads them).
+    pub watch_certificates: Option<String>,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Logging {
@@ -522,6 +541,7 @@ pub struct AccountingCluster {
 #[derive(Debug, Default)]
 pub struct File {
     pub server: Server,
+    pub process: Process,
     pub logging: Logging,
     pub gateway: Gateway,
     pub authorization: Authorization,

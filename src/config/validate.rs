@@ -16,6 +16,7 @@ use super::raw;
 use super::*;
 
 mod oidc;
+mod process;
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -67,6 +68,7 @@ struct Validator {
 
 const SECTIONS: &[&str] = &[
     "server",
+    "process",
     "logging",
     "gateway",
     "listeners",
@@ -107,6 +109,7 @@ impl Validator {
         for (key, value) in table {
             match key.as_str() {
                 "server" => out.server = self.section(&key, value).unwrap_or_default(),
+                "process" => out.process = self.section(&key, value).unwrap_or_default(),
                 "logging" => out.logging = self.section(&key, value).unwrap_or_default(),
                 "gateway" => out.gateway = self.section(&key, value).unwrap_or_default(),
                 "authorization" => {
@@ -240,6 +243,7 @@ impl Validator {
             }
         }
 
+        let process = self.process(raw.process, &state_dir);
         let logging = self.logging(raw.logging);
         let listeners = self.listeners(raw.listeners);
         let pools = raw
@@ -329,6 +333,7 @@ impl Validator {
             threads,
             grace_period,
             strip_headers,
+            process,
             logging,
             gateway,
             listeners,

@@ -273,7 +273,9 @@ impl SlurmGate {
 
     /// A minted token for `user`, from the cache while it has time left.
     fn minted(&self, user: &str) -> Result<Arc<str>, String> {
-        if let Some(t) = self.cache.get(user) {
+        let cached = self.cache.get(user);
+        crate::telemetry::metrics().cache_lookup("slurm_token", cached.is_some());
+        if let Some(t) = cached {
             return Ok(t);
         }
         let key = self.key.as_ref().ok_or("mint mode without a key")?;

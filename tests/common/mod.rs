@@ -26,6 +26,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A free TCP port below 1024 on 127.0.0.1 (binding it needs root, as the tests run).
+pub fn free_low_port() -> u16 {
+    (600..1000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("no free port below 1024")
+}
+
+/// Makes `dir` and everything in it belong to `nobody` (uid and gid 65534), as an operator
+/// gives the config to the service user.
+pub fn give_to_nobody(dir: &Path) {
+    std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            give_to_nobody(&p);
+        } else {
+            std::os::unix::fs::chown(&p, Some(65534), Some(65534)).unwrap();
+        }
+    }
+}
+
 /// One request as an upstream saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -140,6 +161,11 @@ pub struct Setup {
     pub gateway_authenticators: Vec<String>,
     /// More keys for the IPv4 TLS listener (e.g. `client_ca = "…"`).
     pub tls_listener_extra: String,
+    /// Run as an operator would on a host: the plain listener on a port below 1024, the
+    /// files owned by `nobody`, and no `--allow-root` (so the gateway switches to `nobody`).
+    /// Otherwise the gateway is started with `--allow-root` and stays root (the test machine
+    /// runs tests as root, and some read files only root may read).
+    pub as_service_user: bool,
 }
 
 pub fn bin() -> &'static str {
@@ -208,7 +234,11 @@ impl Gateway {
     pub async fn start(setup: Setup) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let tls_port = free_port();
-        let plain_port = free_port();
+        let plain_port = if setup.as_service_user {
+            free_low_port()
+        } else {
+            free_port()
+        };
         let v6_port = setup.ipv6.then(|| {
             std::net::TcpListener::bind("[::1]:0")
                 .expect("IPv6 loopback ([::1]) must be available for this test")
@@ -218,9 +248,15 @@ impl Gateway {
         });
         write_config(dir.path(), &setup, tls_port, plain_port, v6_port);
         let log = dir.path().join("gateway.log");
-        let child = Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(dir.path().join("hpcgate.toml"))
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "--config"])
+            .arg(dir.path().join("hpcgate.toml"));
+        if setup.as_service_user {
+            give_to_nobody(dir.path());
+        } else {
+            cmd.arg("--allow-root");
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -355,6 +391,32 @@ impl Gateway {
             .args(["-TERM", &self.pid().to_string()])
             .status()
             .unwrap();
+    }
+
+    /// Sends SIGHUP (reload).
+    pub fn hup(&self) {
+        Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("hpcgate.toml")
+    }
+
+    /// Waits until the log holds `needle` `n` times (the gateway logs asynchronously).
+    pub async fn wait_log(&self, needle: &str, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.log_text().matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said `{needle}` {n} time(s):\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Waits for the process to exit; returns how long that took.

@@ -22,7 +22,7 @@ pub use bearer::{BearerConfig, OidcBearer};
 pub use claims::{ClaimPath, ClaimsConfig};
 pub use login::{LoginConfig, OidcLogin};
 pub use pages::{Page, PageReply};
-pub use provider::ProviderConfig;
+pub use provider::{ProviderConfig, http_client};
 pub use session::{Lifetimes, read_key_file};
 
 /// A session key read from `session_key_file`. `Debug` never shows it.
