@@ -29,3 +29,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod upstream;
+pub mod web;
