@@ -249,7 +249,13 @@ fn job_row(v: &View<'_>, u: &Unit) -> Markup {
         u.created_at
     };
     let end = if u.ended_at > 0 { u.ended_at } else { v.now };
-    let cpu_h = u.elapsed as f64 * u.alloc_cpus as f64 / 3600.0;
+    // A running job's record may not count its time yet: so far is until now.
+    let elapsed = if u.ended_at == 0 && u.started_at > 0 {
+        u.elapsed.max(v.now - u.started_at)
+    } else {
+        u.elapsed
+    };
+    let cpu_h = elapsed as f64 * u.alloc_cpus as f64 / 3600.0;
     html! {
         tr data-uuid=(u.uuid) {
             td { (u.cluster_id) }
@@ -259,7 +265,7 @@ fn job_row(v: &View<'_>, u: &Unit) -> Markup {
             td { span.state { (u.state) } }
             td { (time(u.started_at)) }
             td { (time(u.ended_at)) }
-            td.num { (duration(u.elapsed)) }
+            td.num { (duration(elapsed)) }
             td.num { (num(Some(cpu_h), 1)) }
             td.num { (num(u.energy_kwh, 3)) }
             td.num { (num(u.emissions_g, 1)) }
