@@ -121,7 +121,8 @@ impl Validator {
                 "accounting" => {
                     out.accounting = Some(self.section(&key, value).unwrap_or_default())
                 }
-                "web" => out.web = Some(self.section(&key, value).unwrap_or_default()),
+                // A section that does not parse was reported; no more noise about it.
+                "web" => out.web = self.section(&key, value),
                 "listeners" => out.listeners = self.list(&key, value),
                 "routes" => out.routes = self.list(&key, value),
                 "pools" => out.pools = self.map(&key, value),
