@@ -129,7 +129,8 @@ async fn with_key(gw: &Gateway, key: &str) -> u16 {
 #[tokio::test]
 async fn alice_sees_her_jobs_and_usage_and_manages_her_keys_in_a_real_browser() {
     let idp = Idp::start();
-    let chromium = RealServer::start("chromium");
+    // A browser in another time zone than the server's UTC: the page shows its local times.
+    let chromium = RealServer::start_with_env("chromium", &[("TZ", "Asia/Tokyo")]);
     let up = Recorder::start(Duration::ZERO).await;
     let gw = gateway(&idp, &up).await;
     seed(&gw).await;
@@ -162,6 +163,17 @@ async fn alice_sees_her_jobs_and_usage_and_manages_her_keys_in_a_real_browser() 
     assert!(
         table.contains("16.0"),
         "8 CPUs × 2 h = 16 CPU hours: {table}"
+    );
+    // The page's script ran (under its Content-Security-Policy): times are in the browser's
+    // time zone, the UTC text kept as their title.
+    let utc = browser
+        .property("tr[data-uuid=\"1001\"] time", "title")
+        .await;
+    assert!(utc.ends_with(" UTC"), "{utc}");
+    let local = browser.text("tr[data-uuid=\"1001\"] time").await;
+    assert!(
+        !local.ends_with("UTC") && local.contains("GMT+9"),
+        "{local}"
     );
     let grafana = browser.property("tr[data-uuid=\"1001\"] a", "href").await;
     assert!(
@@ -288,6 +300,10 @@ async fn alice_sees_her_jobs_and_usage_and_manages_her_keys_in_a_real_browser() 
         .unwrap();
     expect_error(r, 405, "method_not_allowed").await;
     let r = post("/auth/logout", vec![], false).await.unwrap();
+    expect_error(r, 403, "forbidden").await;
+    let r = post("/auth/logout", vec![("csrf", token.clone())], true)
+        .await
+        .unwrap();
     expect_error(r, 403, "forbidden").await;
     assert_eq!(with_key(&gw, &key).await, 200, "the key still works");
     let keys = browser.text("#keys-table").await;

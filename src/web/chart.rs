@@ -16,9 +16,9 @@ pub struct Bar {
     pub total: f64,
 }
 
-const WIDTH: f64 = 640.0;
-const LABEL_W: f64 = 210.0;
-const VALUE_W: f64 = 110.0;
+const WIDTH: f64 = 480.0;
+const LABEL_W: f64 = 170.0;
+const VALUE_W: f64 = 100.0;
 const ROW_H: f64 = 30.0;
 const BAR_H: f64 = 18.0;
 
@@ -33,8 +33,8 @@ pub fn scaled(v: f64, max: f64) -> f64 {
 }
 
 fn short(label: &str) -> String {
-    if label.chars().count() > 28 {
-        let mut s: String = label.chars().take(27).collect();
+    if label.chars().count() > 22 {
+        let mut s: String = label.chars().take(21).collect();
         s.push('…');
         s
     } else {
@@ -63,12 +63,12 @@ pub fn bars(id: &str, title: &str, unit: &str, bars: &[Bar]) -> Markup {
                     title { (b.label) ": " (format!("{:.1}", b.current)) " " (unit)
                         " this period, " (format!("{:.1}", b.total)) " " (unit) " all time" }
                     text x=(LABEL_W - 8.0) y=(y + 19.0) text-anchor="end" fill="#1f2933"
-                        font-size="13" { (short(&b.label)) }
+                        font-size="14" { (short(&b.label)) }
                     rect.total x=(LABEL_W) y=(y + 6.0) width=(scaled(b.total, max))
                         height=(BAR_H) fill="#b3d1f2" {}
                     rect.current x=(LABEL_W) y=(y + 6.0) width=(scaled(b.current, max))
                         height=(BAR_H) fill="#1f5fa8" {}
-                    text x=(WIDTH - VALUE_W + 6.0) y=(y + 19.0) fill="#1f2933" font-size="12" {
+                    text x=(WIDTH - VALUE_W + 6.0) y=(y + 19.0) fill="#1f2933" font-size="13" {
                         (format!("{:.1}", b.current)) " / " (format!("{:.1}", b.total))
                     }
                 }
@@ -76,8 +76,8 @@ pub fn bars(id: &str, title: &str, unit: &str, bars: &[Bar]) -> Markup {
             g {
                 rect x=(LABEL_W) y=(height - 18.0) width="12" height="12" fill="#1f5fa8" {}
                 text x=(LABEL_W + 18.0) y=(height - 8.0) font-size="12" fill="#1f2933" { "this period" }
-                rect x=(LABEL_W + 110.0) y=(height - 18.0) width="12" height="12" fill="#b3d1f2" {}
-                text x=(LABEL_W + 128.0) y=(height - 8.0) font-size="12" fill="#1f2933" { "all time (" (unit) ")" }
+                rect x=(LABEL_W + 100.0) y=(height - 18.0) width="12" height="12" fill="#b3d1f2" {}
+                text x=(LABEL_W + 118.0) y=(height - 8.0) font-size="12" fill="#1f2933" { "all time (" (unit) ")" }
             }
         }
     }

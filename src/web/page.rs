@@ -204,13 +204,14 @@ fn jobs(v: &View<'_>) -> Markup {
             @if j.units.is_empty() {
                 p.empty { "No jobs match." }
             } @else {
+                p.range id="jobs-range" {
+                    "Jobs that ended between " (time(j.from)) " and " (time(j.to))
+                    @if f.to.is_none() { ", and running jobs" }
+                    ", latest first."
+                }
                 div.scroll {
-                    table.jobs id="jobs-table" {
-                        caption {
-                            "Jobs that ended between " (time(j.from)) " and " (time(j.to))
-                            @if f.to.is_none() { ", and running jobs" }
-                            ", latest first"
-                        }
+                    table.jobs id="jobs-table" aria-describedby="jobs-range" {
+                        caption.sr { "Your jobs" }
                         thead {
                             tr {
                                 th scope="col" { "Cluster" } th scope="col" { "ID" }
