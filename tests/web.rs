@@ -147,6 +147,8 @@ async fn alice_sees_her_jobs_and_usage_and_manages_her_keys_in_a_real_browser() 
     browser.wait_for_url(&gw.url("/")).await;
     assert_eq!(browser.text("#who-user").await, "alice");
     assert_eq!(browser.text("#who-groups").await, "hpc-admins, hpc-users");
+    // An admin gets the link to /-/status.
+    browser.wait_for("nav a[href=\"/-/status\"]").await;
 
     // Her latest jobs, three to a page; not bob's.
     let table = browser.text("#jobs-table").await;
@@ -211,6 +213,13 @@ async fn alice_sees_her_jobs_and_usage_and_manages_her_keys_in_a_real_browser() 
     browser.wait_for("#new-key").await;
     let key = browser.text("#new-key").await;
     assert!(key.starts_with("hpcg_") && key.len() == 64, "{key}");
+    // The copy button's script runs (the clipboard itself may be refused when headless).
+    browser.click("#copy-key").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while browser.text("#copy-status").await.is_empty() {
+        assert!(Instant::now() < deadline, "the copy button did nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     screenshot(&browser, 1280, "new-key-1280.png").await;
     browser.set_window_size(1280, 1000).await;
     assert_eq!(with_key(&gw, &key).await, 200);

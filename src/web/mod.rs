@@ -38,7 +38,8 @@ pub struct WebConfig {
     pub grafana_url: Option<grafana::GrafanaTemplate>,
     pub page_size: usize,
     pub docs_url: String,
-    /// Route names a key may be limited to (the page offers them).
+    /// The routes that take API keys: what a key may be limited to. Empty: no route takes
+    /// keys, and the page makes none.
     pub scopes: Vec<String>,
     /// `[authorization] admin_groups`: their members get the `/-/status` link.
     pub admin_groups: Vec<String>,
@@ -282,7 +283,9 @@ impl Web {
             .map(|(_, v)| v.clone())
             .collect();
         let days = field(form, "expires_days").unwrap_or("");
-        let problem = if name.is_empty() || name.chars().count() > 100 {
+        let problem = if self.cfg.scopes.is_empty() {
+            Some("No route of this gateway takes API keys.".to_string())
+        } else if name.is_empty() || name.chars().count() > 100 {
             Some("A key needs a name of 1 to 100 characters.".to_string())
         } else if name.chars().any(char::is_control) {
             Some("A key's name may not hold control characters.".to_string())

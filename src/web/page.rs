@@ -357,6 +357,9 @@ fn keys(v: &View<'_>, csrf: &str) -> Markup {
                     p.copied role="status" aria-live="polite" id="copy-status" {}
                 }
             }
+            @if v.cfg.scopes.is_empty() {
+                p.empty { "No route of this gateway takes API keys, so none can be made here." }
+            } @else {
             form.create method="post" action="/-/web/keys" aria-labelledby="create-h" {
                 h3 id="create-h" { "Create a key" }
                 input type="hidden" name="csrf" value=(csrf);
@@ -373,7 +376,7 @@ fn keys(v: &View<'_>, csrf: &str) -> Markup {
                         }
                     }
                 }
-                @if !v.cfg.scopes.is_empty() {
+                @if v.cfg.scopes.len() > 1 {
                     fieldset {
                         legend { "Only for these routes (none ticked: every route you may use)" }
                         @for s in &v.cfg.scopes {
@@ -385,6 +388,7 @@ fn keys(v: &View<'_>, csrf: &str) -> Markup {
                     }
                 }
                 div.field.actions { button type="submit" id="create-key" { "Create key" } }
+            }
             }
             @if v.keys.is_empty() {
                 p.empty { "You have no API keys." }

@@ -57,7 +57,17 @@ impl Validator {
             grafana_url,
             page_size,
             docs_url,
-            scopes: routes.iter().map(|r| r.name.clone()).collect(),
+            // A key is good only where an api_key authenticator is listed: those routes are
+            // what a key may be limited to, and without any the page makes no keys.
+            scopes: routes
+                .iter()
+                .filter(|r| {
+                    r.authenticators.iter().any(|a| {
+                        matches!(authenticators.get(a), Some(Authenticator::ApiKey { .. }))
+                    })
+                })
+                .map(|r| r.name.clone())
+                .collect(),
             admin_groups: admin_groups.to_vec(),
         }
     }
