@@ -31,11 +31,15 @@ async fn gateway(idp: &Idp, up: &Recorder) -> Gateway {
          [[routes]]\nname = \"accounting\"\npath_prefix = \"/api/v1\"\npool = \"acct\"\n\
          kind = \"accounting\"\nauthenticators = [\"local\"]\n\n\
          [[routes]]\nname = \"hpc\"\npath_prefix = \"/hpc\"\npool = \"up\"\n\
-         authenticators = [\"local\", \"keys\"]\n",
+         authenticators = [\"local\", \"keys\"]\n\n\
+         [pools.down]\nbackends = [\"http://127.0.0.1:{}\"]\n\n\
+         [[routes]]\nname = \"down\"\npath_prefix = \"/down\"\npool = \"down\"\n\
+         authenticators = [\"public\"]\n",
         idp.issuer(),
         idp.server.get("OIDC_CLIENT_ID"),
         idp.server.get("OIDC_CLIENT_SECRET"),
-        up.addr
+        up.addr,
+        free_port()
     );
     let gw = Gateway::start(Setup {
         body,
@@ -389,6 +393,7 @@ async fn api_clients_get_json_and_browsers_get_html_errors() {
     // Errors: a page for browsers, JSON for API clients.
     for (path, auth, status) in [
         ("/nowhere", None, 404),
+        ("/down/x", None, 502),
         ("/hpc/x", None, 401),
         ("/hpc/x", Some(basic("alice", "wrong")), 401),
     ] {
@@ -415,10 +420,10 @@ async fn api_clients_get_json_and_browsers_get_html_errors() {
             req = req.header("authorization", a);
         }
         let r = req.send().await.unwrap();
-        let kind = if status == 404 {
-            "not_found"
-        } else {
-            "unauthorized"
+        let kind = match status {
+            404 => "not_found",
+            502 => "bad_gateway",
+            _ => "unauthorized",
         };
         expect_error(r, status, kind).await;
     }
