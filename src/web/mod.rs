@@ -3,7 +3,8 @@
 //!
 //! - `mod.rs`: which paths are the page's, who may see them, the form actions.
 //! - `data.rs`: the store queries (called directly, not through the accounting HTTP API).
-//! - `page.rs`: the HTML (maud; everything rendered is escaped by the template engine).
+//! - `page.rs`: the HTML (maud; everything rendered is escaped by the template engine);
+//!   `keys.rs`: its API keys section.
 //! - `chart.rs`: the usage bar chart as inline SVG; `grafana.rs`: job → dashboard links;
 //!   `csrf.rs`: the forms' CSRF tokens; `error_page.rs`: refusals as HTML for browsers.
 //! - `assets/`: the style sheet and the few lines of script (local times, copy button),
@@ -18,6 +19,7 @@ pub mod csrf;
 mod data;
 pub mod error_page;
 pub mod grafana;
+mod keys;
 mod page;
 
 use std::sync::Arc;
