@@ -269,6 +269,115 @@ mod tests {
         assert!(Filters::from_query(&q(&[("page", "x")])).is_err());
     }
 
+    fn unit(uuid: &str, user: &str, project: &str, started: i64, ended: i64) -> Unit {
+        Unit {
+            cluster_id: "c1".into(),
+            resource_manager: "slurm".into(),
+            uuid: uuid.into(),
+            name: format!("job-{uuid}"),
+            username: user.into(),
+            project: project.into(),
+            groupname: String::new(),
+            partition: "cpu".into(),
+            state: if ended == 0 { "RUNNING" } else { "COMPLETED" }.into(),
+            created_at: started - 10,
+            started_at: started,
+            ended_at: ended,
+            elapsed: if ended == 0 { 0 } else { ended - started },
+            alloc_cpus: 2,
+            alloc_mem: 1 << 30,
+            alloc_gpus: 0,
+            alloc_nodes: 1,
+            cpu_usage: None,
+            cpu_time: None,
+            mem_usage: None,
+            gpu_usage: None,
+            energy_kwh: Some(1.0),
+            emissions_g: Some(10.0),
+        }
+    }
+
+    fn uuids(j: &Jobs) -> Vec<&str> {
+        j.units.iter().map(|u| u.uuid.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn jobs_are_the_users_own_latest_first_filtered_and_paged() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&crate::store::DbConfig::sqlite_in(dir.path()))
+            .await
+            .unwrap();
+        let now = 1_795_501_200; // 2026-11-24T06:20Z
+        let h = 3600;
+        crate::accounting::store::upsert_units(
+            &db,
+            &[
+                unit("a1", "alice", "physics", now - 5 * h, now - 4 * h),
+                unit("a2", "alice", "physics", now - 3 * h, now - 2 * h),
+                unit("a3", "alice", "chem", now - h, 0),
+                // Before this month: all time only; and out of the default 30-day window.
+                unit("a4", "alice", "chem", now - 60 * 86_400, now - 59 * 86_400),
+                // bob shares physics with alice: his jobs are not on her page.
+                unit("b1", "bob", "physics", now - 2 * h, now - h),
+            ],
+        )
+        .await
+        .unwrap();
+        let f = |pairs: &[(&str, &str)]| Filters::from_query(&q(pairs)).unwrap();
+        let j = jobs(&db, "alice", &f(&[]), 2, now).await.unwrap();
+        assert_eq!(uuids(&j), ["a3", "a2"]);
+        assert!(j.more);
+        assert_eq!(j.projects, ["chem", "physics"]);
+        assert_eq!(j.states, ["COMPLETED", "RUNNING"]);
+        let j = jobs(&db, "alice", &f(&[("page", "2")]), 2, now)
+            .await
+            .unwrap();
+        assert_eq!(uuids(&j), ["a1"]);
+        assert!(!j.more);
+        let j = jobs(&db, "alice", &f(&[("project", "chem")]), 9, now)
+            .await
+            .unwrap();
+        assert_eq!(uuids(&j), ["a3"], "a4 ended before the default window");
+        let j = jobs(
+            &db,
+            "alice",
+            &f(&[("project", "chem"), ("from", "2026-01-01")]),
+            9,
+            now,
+        )
+        .await
+        .unwrap();
+        assert_eq!(uuids(&j), ["a3", "a4"]);
+        let j = jobs(&db, "alice", &f(&[("state", "RUNNING")]), 9, now)
+            .await
+            .unwrap();
+        assert_eq!(uuids(&j), ["a3"]);
+        // With an end date, running jobs are not in the window.
+        let j = jobs(&db, "alice", &f(&[("to", "2026-11-24")]), 9, now)
+            .await
+            .unwrap();
+        assert_eq!(uuids(&j), ["a2", "a1"]);
+        assert!(
+            jobs(&db, "nobody", &f(&[]), 9, now)
+                .await
+                .unwrap()
+                .units
+                .is_empty()
+        );
+
+        let u = usage(&db, "alice", now).await.unwrap();
+        let line = |p: &str| u.iter().find(|x| x.project == p).unwrap();
+        assert_eq!(u.len(), 2, "alice's projects only, not bob's lines: {u:?}");
+        assert_eq!(
+            (line("physics").month_jobs, line("physics").all_jobs),
+            (2, 2)
+        );
+        assert_eq!(line("physics").all_cpu_h, 4.0, "2 jobs × 1 h × 2 CPUs");
+        assert_eq!((line("chem").month_jobs, line("chem").all_jobs), (1, 2));
+        assert_eq!(line("chem").all_kwh, 2.0);
+        assert_eq!(line("chem").month_kwh, 1.0);
+    }
+
     #[test]
     fn the_month_starts_on_the_first_at_midnight_utc() {
         // 2026-11-24T06:20:00Z → 2026-11-01T00:00:00Z
