@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub login: Option<Arc<OidcLogin>>,
     /// Every upstream pool, for health checks and `/-/status`.
     pub pools: Vec<crate::health::Target>,
+    /// The user page at `/` (`[web]`), if configured.
+    pub web: Option<Arc<crate::web::Web>>,
 }
 
 pub struct Gateway {
@@ -169,6 +171,13 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     ctx.host = request_host(session.req_header());
     ctx.raw_host = raw_host(session.req_header());
     let path = session.req_header().uri.path().to_string();
+    // The user page's forms and logout: read here, while the session may still be borrowed
+    // mutably (authentication borrows its headers).
+    let form = if crate::web::reads_form(&path, &session.req_header().method) {
+        crate::web::read_form(session).await?
+    } else {
+        Vec::new()
+    };
     let info = RequestInfo {
         headers: &session.req_header().headers,
         client: ctx.client,
@@ -185,7 +194,17 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     {
         ctx.label = page.name().to_string();
         ctx.decided = true;
-        return Ok(Admitted::Page(login.serve(page, &info).await?));
+        let csrf = crate::web::field(&form, crate::web::csrf::FIELD);
+        return Ok(Admitted::Page(login.serve(page, &info, csrf).await?));
+    }
+
+    // The user page (`/`) and its assets and forms (`/-/web/…`), when configured.
+    if let Some(web) = &snap.web
+        && let Some(page) = crate::web::Page::parse(&path)
+    {
+        ctx.label = page.name().to_string();
+        ctx.decided = !page.is_asset();
+        return Ok(Admitted::Page(web.serve(page, &info, &form).await?));
     }
 
     if crate::endpoints::owns(&path) {
@@ -297,6 +316,16 @@ async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&
     let _ = resp.insert_header("content-length", reply.body.len().to_string());
     let _ = resp.insert_header("cache-control", "no-store");
     let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
+    if reply.content_type.starts_with("text/html") {
+        // Our pages load only our own style sheet and script, and are never framed.
+        let _ = resp.insert_header(
+            "content-security-policy",
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+             base-uri 'none'; frame-ancestors 'none'",
+        );
+        let _ = resp.insert_header("x-content-type-options", "nosniff");
+        let _ = resp.insert_header("referrer-policy", "same-origin");
+    }
     for (k, v) in extra {
         let _ = resp.append_header(k.to_string(), v.as_str());
     }
@@ -315,10 +344,19 @@ async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&
 }
 
 async fn write_rejection(session: &mut Session, ctx: &Ctx, r: &Rejection) {
-    let reply = Reply {
-        status: r.status(),
-        content_type: "application/json",
-        body: r.body(),
+    // Browsers get a readable page; API clients the JSON envelope.
+    let reply = if crate::web::wants_html(&session.req_header().headers) {
+        Reply {
+            status: r.status(),
+            content_type: "text/html; charset=utf-8",
+            body: crate::web::html_rejection(r, &ctx.request_id),
+        }
+    } else {
+        Reply {
+            status: r.status(),
+            content_type: "application/json",
+            body: r.body(),
+        }
     };
     let extra: Vec<(&str, String)> = r.headers();
     write_reply(session, ctx, reply, &extra).await;

@@ -32,3 +32,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod tokens;
 pub mod upstream;
+pub mod web;

@@ -100,6 +100,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
         token_auth,
         token_issuer,
         signing_keys: auths.signing_keys.clone(),
+        web: crate::web::Web::build(config, auths.login())?,
         login: auths.login(),
         pools: targets,
     })

@@ -81,7 +81,7 @@ async fn gateway(idp: &Idp, app: &App, extra: &str) -> Gateway {
         "[authenticators.sso]\ntype = \"oidc_login\"\nissuer = \"{}\"\nclient_id = \"{}\"\n\
          client_secret = \"{}\"\nredirect_url = \"https://localhost:@TLS_PORT@/auth/callback\"\n\
          post_logout_redirect_url = \"https://localhost:@TLS_PORT@/app/bye\"\n\
-         timeout = \"2s\"\ndiscovery_retry = \"1s\"\n{extra}\n\
+         timeout = \"2s\"\ndiscovery_retry = \"1s\"\n{extra}\n[web]\n\
          [pools.app]\nbackends = [\"http://{}\"]\n\
          [[routes]]\nname = \"app\"\npath_prefix = \"/app\"\npool = \"app\"\n\
          authenticators = [\"sso\"]\nforward_cookies = true\n",
@@ -271,14 +271,29 @@ async fn a_browser_logs_in_at_the_idp_and_lands_back_on_the_page_as_alice() {
     let r = page(&gw, "/app/page", Some(&c2), true).await;
     assert_eq!(r.status(), 200);
 
-    // Logout clears the cookie and ends the IdP's session too (RP-initiated logout): coming
-    // back to the app, the browser meets the login form again instead of being let in.
+    // Logout is a POST with the session's CSRF token (the user page's Log out button): a
+    // link or a forged form cannot log anyone out.
     let r = no_redirects(&gw)
         .get(gw.url("/auth/logout"))
         .header("cookie", format!("{SESSION}={c2}"))
         .send()
         .await
         .unwrap();
+    expect_error(r, 405, "method_not_allowed").await;
+    let logout = |csrf: &str| {
+        no_redirects(&gw)
+            .post(gw.url("/auth/logout"))
+            .header("cookie", format!("{SESSION}={c2}"))
+            .form(&[("csrf", csrf)])
+            .send()
+    };
+    expect_error(logout("forged").await.unwrap(), 403, "forbidden").await;
+    let home = page(&gw, "/", Some(&c2), true).await.text().await.unwrap();
+    let at = home.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    let csrf = &home[at..at + home[at..].find('"').unwrap()];
+    // Logout clears the cookie and ends the IdP's session too (RP-initiated logout): coming
+    // back to the app, the browser meets the login form again instead of being let in.
+    let r = logout(csrf).await.unwrap();
     assert_eq!(r.status(), 302);
     assert_eq!(cookie_set(&set_cookies(&r), SESSION).as_deref(), Some(""));
     let location = r.headers()["location"].to_str().unwrap();
@@ -286,7 +301,22 @@ async fn a_browser_logs_in_at_the_idp_and_lands_back_on_the_page_as_alice() {
         location.starts_with(&format!("{}/session/end?", idp.issuer())),
         "{location}"
     );
-    browser.goto(&gw.url("/auth/logout")).await;
+    // The browser's own session went idle: it logs in again (at the IdP's form or through
+    // its session), then logs out with the page's button.
+    browser.goto(&gw.url("/")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if browser
+        .url()
+        .await
+        .starts_with(&format!("{}/interaction/", idp.issuer()))
+    {
+        browser.type_into("#username", "alice").await;
+        browser.type_into("#password", &idp.password("alice")).await;
+        browser.click("#submit").await;
+    }
+    browser.wait_for_url(&gw.url("/")).await;
+    browser.wait_for("#logout").await;
+    browser.click("#logout").await;
     browser
         .wait_for_url(&format!("{}/interaction/", idp.issuer()))
         .await;
@@ -426,7 +456,7 @@ async fn open_redirects_forged_callbacks_and_api_clients_are_refused() {
     }
 
     // Without a session: a browser is redirected (remembering where it was going), an API
-    // client or a non-GET gets 401 JSON asking for a bearer token.
+    // client or a non-GET gets 401 asking for a bearer token (JSON; a page for a browser).
     let r = client
         .get(gw.url("/app/page"))
         .header("accept", "text/html")
@@ -440,6 +470,7 @@ async fn open_redirects_forged_callbacks_and_api_clients_are_refused() {
         client
             .get(gw.url("/app/page"))
             .header("accept", "application/json"),
+        client.post(gw.url("/app/page")),
         client
             .post(gw.url("/app/page"))
             .header("accept", "text/html"),
@@ -449,7 +480,13 @@ async fn open_redirects_forged_callbacks_and_api_clients_are_refused() {
             r.headers()["www-authenticate"].to_str().unwrap(),
             "Bearer realm=\"hpcgate\""
         );
-        expect_error(r, 401, "unauthorized").await;
+        if r.headers()["content-type"] == "application/json" {
+            expect_error(r, 401, "unauthorized").await;
+        } else {
+            assert_eq!(r.status(), 401);
+            let page = r.text().await.unwrap();
+            assert!(page.contains("<h1>401 Not logged in</h1>"), "{page}");
+        }
     }
     assert_eq!(app.count(), 0);
 }

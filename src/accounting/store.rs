@@ -42,12 +42,12 @@ pub struct Unit {
     pub emissions_g: Option<f64>,
 }
 
-const UNIT_COLUMNS: &str = "cluster_id, resource_manager, uuid, name, username, project, \
+pub(crate) const UNIT_COLUMNS: &str = "cluster_id, resource_manager, uuid, name, username, project, \
     groupname, partition_name, state, created_at, started_at, ended_at, elapsed, alloc_cpus, \
     alloc_mem, alloc_gpus, alloc_nodes, cpu_usage, cpu_time, mem_usage, gpu_usage, energy_kwh, \
     emissions_g";
 
-fn unit(row: &AnyRow) -> Result<Unit, StoreError> {
+pub(crate) fn unit(row: &AnyRow) -> Result<Unit, StoreError> {
     Ok(Unit {
         cluster_id: row.try_get("cluster_id")?,
         resource_manager: row.try_get("resource_manager")?,

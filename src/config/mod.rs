@@ -75,12 +75,15 @@ pub struct Config {
     pub tokens: Tokens,
     /// `[accounting]`, if the service is on.
     pub accounting: Option<crate::accounting::AccountingConfig>,
+    /// `[web]`, if the user page is on.
+    pub web: Option<crate::web::WebConfig>,
 }
 
 impl Config {
     /// Whether anything in this config needs the database.
     pub fn uses_database(&self) -> bool {
         self.accounting.is_some()
+            || self.web.is_some()
             || self
                 .authenticators
                 .values()

@@ -536,6 +536,20 @@ pub struct AccountingCluster {
     pub emission_factor: Option<f64>,
 }
 
+/// `[web]`: the user page at `/` (who am I, my jobs and usage, my API keys). Present = on;
+/// needs the `oidc_login` authenticator (the page is for logged-in browsers).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Web {
+    /// Link from each job to its Grafana dashboard: `{uuid}`, `{cluster}`, `{start_ms}`,
+    /// `{end_ms}` are replaced (URL-encoded). No link when unset.
+    pub grafana_url: Option<String>,
+    /// Jobs per page (default 25, at most 500).
+    pub page_size: Option<u32>,
+    /// Where the page links for the API documentation (default `/api/v1/docs/`).
+    pub docs_url: Option<String>,
+}
+
 /// The whole file. Each section is deserialized on its own so that one bad section does not
 /// hide the errors of the others.
 #[derive(Debug, Default)]
@@ -550,6 +564,7 @@ pub struct File {
     pub database: Database,
     pub tokens: Tokens,
     pub accounting: Option<Accounting>,
+    pub web: Option<Web>,
     /// With each element's index in the file.
     pub listeners: Vec<(usize, Listener)>,
     pub pools: BTreeMap<String, Pool>,

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 mod accounting;
 mod keys;
 mod slurm;
+mod web;
 pub use keys::describe_url;
 
 use super::raw;
@@ -81,6 +82,7 @@ const SECTIONS: &[&str] = &[
     "database",
     "tokens",
     "accounting",
+    "web",
 ];
 
 impl Validator {
@@ -122,6 +124,8 @@ impl Validator {
                 "accounting" => {
                     out.accounting = Some(self.section(&key, value).unwrap_or_default())
                 }
+                // A section that does not parse was reported; no more noise about it.
+                "web" => out.web = self.section(&key, value),
                 "listeners" => out.listeners = self.list(&key, value),
                 "routes" => out.routes = self.list(&key, value),
                 "pools" => out.pools = self.map(&key, value),
@@ -294,6 +298,9 @@ impl Validator {
         let accounting = raw
             .accounting
             .map(|a| self.accounting(a, &state_dir, &raw.authorization.admin_groups));
+        let web = raw
+            .web
+            .map(|w| self.web(w, &authenticators, &routes, &raw.authorization.admin_groups));
         self.cross_check_keys(&authenticators, &tokens);
         let policies = self.policies(&raw.authorization);
         let utc_offset = self.utc_offset(raw.authorization.utc_offset.as_deref());
@@ -348,6 +355,7 @@ impl Validator {
             database,
             tokens,
             accounting,
+            web,
         }
     }
 

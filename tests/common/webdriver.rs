@@ -125,6 +125,55 @@ impl Browser {
         v.as_str().unwrap().to_string()
     }
 
+    /// Waits until an element matching `css` is on the page; panics with the page's text if
+    /// none appears.
+    pub async fn wait_for(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v: Value = self
+                .http
+                .post(format!("{}/element", self.base))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["value"][ELEMENT].is_string() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let body = self.text("body").await;
+                panic!("no {css} on the page; it says:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A property of an element (e.g. `value` of an input).
+    pub async fn property(&self, css: &str, name: &str) -> String {
+        let e = self.element(css).await;
+        let v = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/element/{e}/property/{name}"),
+                None,
+            )
+            .await;
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Resizes the window (CSS pixels), e.g. to a laptop's or a phone's width.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
     /// The browser's cookies for the current page: (name, value, the whole cookie).
     pub async fn cookies(&self) -> Vec<Value> {
         let v = self.call(reqwest::Method::GET, "/cookie", None).await;

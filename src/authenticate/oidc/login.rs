@@ -137,6 +137,8 @@ pub struct OidcLogin {
     pub(super) cfg: LoginConfig,
     pub(super) provider: Provider,
     pub(super) key: CookieKey,
+    /// Makes and checks the CSRF tokens of the user page and logout (`view.rs`).
+    pub(super) csrf: crate::web::csrf::CsrfKey,
     /// Allowed ID token algorithms, as openidconnect names them.
     algorithms: Vec<CoreJwsSigningAlgorithm>,
     /// Refreshes in flight or just done, by a hash of the refresh token: a page's parallel
@@ -162,6 +164,7 @@ impl OidcLogin {
             name: name.to_string(),
             provider: Provider::start(name, cfg.provider.clone())?,
             key: CookieKey::new(&key)?,
+            csrf: crate::web::csrf::CsrfKey::derive(&key),
             algorithms,
             refreshes: moka::future::Cache::builder()
                 .max_capacity(10_000)

@@ -6,7 +6,8 @@
 //!   service accounts).
 //! - `bearer.rs`: the `oidc_bearer` authenticator.
 //! - `login.rs`: the `oidc_login` authenticator (sessions, refresh); `pages.rs`: its
-//!   `/auth/login`, `/auth/callback`, `/auth/logout`; `session.rs`: the sealed cookies.
+//!   `/auth/login`, `/auth/callback`, `/auth/logout`; `session.rs`: the sealed cookies;
+//!   `view.rs`: what the user page may know of a session (expiry, CSRF token).
 //!
 //! No JOSE or OAuth is written here: `openidconnect` does discovery, the authorization
 //! request, the code exchange and ID tokens; `jsonwebtoken` verifies bearer JWTs.
@@ -17,6 +18,7 @@ mod login;
 mod pages;
 mod provider;
 mod session;
+mod view;
 
 pub use bearer::{BearerConfig, OidcBearer};
 pub use claims::{ClaimPath, ClaimsConfig};
@@ -24,6 +26,7 @@ pub use login::{LoginConfig, OidcLogin};
 pub use pages::{Page, PageReply};
 pub use provider::{ProviderConfig, http_client};
 pub use session::{Lifetimes, read_key_file};
+pub use view::SessionView;
 
 /// A session key read from `session_key_file`. `Debug` never shows it.
 #[derive(Clone)]

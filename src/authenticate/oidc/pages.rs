@@ -7,8 +7,10 @@
 //! - `/auth/callback` checks `state` (against the sealed login cookie), the IdP's `iss`
 //!   parameter when sent, exchanges the code with the PKCE verifier, verifies the ID token
 //!   (signature, `iss`, `aud`, `exp`, `nonce`), writes the session cookie and redirects back.
-//! - `/auth/logout` clears the cookies and, when the IdP supports it, sends the browser to
-//!   its end-session endpoint (RP-initiated logout).
+//! - `POST /auth/logout` clears the cookies and, when the IdP supports it, sends the browser
+//!   to its end-session endpoint (RP-initiated logout). With a session it needs the session's
+//!   CSRF token (form field `csrf`, as the user page's Log out button sends it): a link or a
+//!   cross-site form cannot log anyone out. `GET` is refused (405).
 
 use openidconnect::core::CoreResponseType;
 use openidconnect::url::{Url, form_urlencoded};
@@ -163,11 +165,16 @@ impl OidcLogin {
         Ok(url.to_string())
     }
 
-    /// Serves one of the login pages.
-    pub async fn serve(&self, page: Page, req: &RequestInfo<'_>) -> Result<PageReply, Rejection> {
+    /// Serves one of the login pages; `csrf` is the token a logout form sent.
+    pub async fn serve(
+        &self,
+        page: Page,
+        req: &RequestInfo<'_>,
+        csrf: Option<&str>,
+    ) -> Result<PageReply, Rejection> {
         let allowed: &[http::Method] = match page {
             Page::Login | Page::Callback => &[http::Method::GET, http::Method::HEAD],
-            Page::Logout => &[http::Method::GET, http::Method::HEAD, http::Method::POST],
+            Page::Logout => &[http::Method::POST],
         };
         if !allowed.contains(req.method) {
             return Err(Rejection::MethodNotAllowed(format!(
@@ -183,7 +190,7 @@ impl OidcLogin {
         match page {
             Page::Login => self.login_page(req),
             Page::Callback => self.callback(req).await,
-            Page::Logout => Ok(self.logout(req)),
+            Page::Logout => self.logout(req, csrf),
         }
     }
 
@@ -290,9 +297,22 @@ impl OidcLogin {
         Ok(redirect(back, Caller::User(id)))
     }
 
-    fn logout(&self, req: &RequestInfo<'_>) -> PageReply {
+    fn logout(&self, req: &RequestInfo<'_>, csrf: Option<&str>) -> Result<PageReply, Rejection> {
+        if crate::web::csrf::cross_site(req.headers) {
+            return Err(Rejection::Forbidden(
+                "logout from another site is refused".into(),
+            ));
+        }
+        // Without a session there is nobody to protect: the cookies are cleared all the same.
         let caller = match self.session(req.headers, session::now()) {
-            Some(s) => Caller::User(self.identity(&s)),
+            Some(s) if self.csrf_ok(&s, csrf) => Caller::User(self.identity(&s)),
+            Some(_) => {
+                return Err(Rejection::Forbidden(
+                    "logout needs this session's CSRF token: use the Log out button of the \
+                     page at /"
+                        .into(),
+                ));
+            }
             None => Caller::Public,
         };
         req.set_cookies.add(clear_cookie(SESSION_COOKIE));
@@ -310,16 +330,16 @@ impl OidcLogin {
                 logout = logout
                     .set_post_logout_redirect_uri(PostLogoutRedirectUrl::from_url(url.clone()));
             }
-            return redirect(logout.http_get_url().to_string(), caller);
+            return Ok(redirect(logout.http_get_url().to_string(), caller));
         }
-        match &self.cfg.post_logout_redirect_url {
+        Ok(match &self.cfg.post_logout_redirect_url {
             Some(url) => redirect(url.to_string(), caller),
             None => PageReply {
                 reply: Reply::json(200, json!({"status": "success", "data": "logged out"})),
                 location: None,
                 caller,
             },
-        }
+        })
     }
 }
 
