@@ -146,6 +146,62 @@ pub fn bind_private(path: &std::path::Path) -> Result<std::os::unix::net::UnixLi
     result
 }
 
+/// `hpcgate accounting serve`: the service alone on `[accounting] listen`, until SIGTERM or
+/// SIGINT.
+pub fn standalone(config: &crate::config::Config) -> Result<(), String> {
+    let cfg = config
+        .accounting
+        .clone()
+        .ok_or_else(|| format!("{}: has no [accounting] section", config.path.display()))?;
+    let (Some(addr), Some(secret)) = (cfg.listen, cfg.shared_secret.clone()) else {
+        return Err(format!(
+            "{}: [accounting] needs listen and shared_secret (or shared_secret_file) to run alone",
+            config.path.display()
+        ));
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        if config.database.backend == crate::store::Backend::Sqlite {
+            crate::tls::create_private_dir(&config.state_dir)?;
+        }
+        let where_ = crate::config::describe_url(&config.database.url);
+        let db = Db::open(&config.database)
+            .await
+            .map_err(|e| format!("{}: {e} ({where_})", config.path.display()))?;
+        sync(&db, &cfg).await.map_err(|e| e.to_string())?;
+        let state = AppState {
+            db,
+            cfg: Arc::new(cfg),
+            trust: Trust::SharedSecret(secret),
+        };
+        tracing::info!(address = %addr, database = %where_, "accounting service listening");
+        serve_tcp(state, addr, stop_signal()).await
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("accounting service stopping");
+}
+
 /// The service as a pingora background service of `hpcgate serve`.
 pub struct Service {
     pub db: DbConfig,
