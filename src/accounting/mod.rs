@@ -53,6 +53,7 @@ pub struct ClusterConfig {
     pub manager: String,
     /// gCO2e per kWh.
     pub emission_factor: f64,
+    pub slurmrestd: Option<ingest::slurm::SlurmIngest>,
 }
 
 /// How callers reach the service, and so what it trusts.
@@ -174,13 +175,20 @@ pub fn standalone(config: &crate::config::Config) -> Result<(), String> {
             .await
             .map_err(|e| format!("{}: {e} ({where_})", config.path.display()))?;
         sync(&db, &cfg).await.map_err(|e| e.to_string())?;
+        let cfg = Arc::new(cfg);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        ingest::spawn_all(&db, &cfg, &stop_rx);
         let state = AppState {
             db,
-            cfg: Arc::new(cfg),
+            cfg,
             trust: Trust::SharedSecret(secret),
         };
         tracing::info!(address = %addr, database = %where_, "accounting service listening");
-        serve_tcp(state, addr, stop_signal()).await
+        serve_tcp(state, addr, async move {
+            stop_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await
     })
 }
 
@@ -229,6 +237,7 @@ impl Service {
             // The API still serves (and says 503 while the database is away).
             tracing::error!(error = %e, "accounting: cannot write admins and clusters");
         }
+        ingest::spawn_all(&db, &self.cfg, &shutdown);
         let state = AppState {
             db,
             cfg: self.cfg.clone(),

@@ -325,6 +325,19 @@ pub async fn sync_config(
 /// from a unit keep their stored values (pushes of job records do not erase measured
 /// metrics). Returns how many units were written.
 pub async fn upsert_units(db: &Db, units: &[Unit]) -> Result<usize, StoreError> {
+    upsert_units_marked(db, units, None).await
+}
+
+/// An ingest watermark: (cluster, source, value).
+pub type Mark<'a> = (&'a str, &'a str, i64);
+
+/// [`upsert_units`], moving an ingest watermark in the same transaction: after a crash,
+/// either both the units and the mark are written or neither is.
+pub async fn upsert_units_marked(
+    db: &Db,
+    units: &[Unit],
+    mark: Option<Mark<'_>>,
+) -> Result<usize, StoreError> {
     let mut tx = db.pool().begin().await?;
     let t = now();
     let mut touched: Vec<(&str, &str, &str)> = Vec::new();
@@ -433,6 +446,19 @@ pub async fn upsert_units(db: &Db, units: &[Unit]) -> Result<usize, StoreError> 
         .bind(*cluster)
         .bind(*user)
         .bind(*project)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some((cluster, source, value)) = mark {
+        sqlx::query(
+            "INSERT INTO acct_watermarks (cluster_id, source, value, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (cluster_id, source) DO UPDATE SET \
+             value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(cluster)
+        .bind(source)
+        .bind(value)
         .bind(t)
         .execute(&mut *tx)
         .await?;

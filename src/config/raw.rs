@@ -499,6 +499,32 @@ pub struct AccountingCluster {
     pub manager: Option<String>,
     /// Grid emission factor in gCO2e per kWh (default 0): emissions = energy × factor.
     pub emission_factor: Option<f64>,
+    /// Pull this cluster's jobs from slurmrestd's `slurmdb` endpoint.
+    pub slurmrestd: Option<SlurmIngest>,
+}
+
+/// `[accounting.clusters.ID.slurmrestd]`: incremental pull of finished and running jobs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmIngest {
+    /// `http://HOST:PORT` of slurmrestd (with the dbv0.0.38 plugin).
+    pub url: String,
+    /// OpenAPI version in the path (default `v0.0.38`).
+    pub api_version: Option<String>,
+    /// The Slurm user whose token reads every job (an operator or the SlurmUser; default root).
+    pub user: Option<String>,
+    /// Slurm's `jwt_hs256.key`: tokens for `user` are minted with it.
+    pub jwt_key_file: Option<String>,
+    /// Or a file with a token of `user` (`scontrol token`), re-read on every pass.
+    pub token_file: Option<String>,
+    /// Only jobs of this Slurm cluster name (default: every job the endpoint returns).
+    pub cluster_name: Option<String>,
+    /// Time between passes (default 60s).
+    pub interval: Option<String>,
+    /// How far back the first pass reaches (default 1d).
+    pub backfill: Option<String>,
+    /// Units per transaction (default 1000); the watermark moves with the last one.
+    pub batch_size: Option<usize>,
 }
 
 /// The whole file. Each section is deserialized on its own so that one bad section does not

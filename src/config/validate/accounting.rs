@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use super::Validator;
+use crate::accounting::ingest::slurm::SlurmIngest;
 use crate::accounting::{AccountingConfig, ClusterConfig};
 use crate::config::{raw, resolve_path};
 
@@ -18,6 +19,88 @@ fn is_name(s: &str) -> bool {
 }
 
 impl Validator {
+    fn slurm_ingest(&mut self, cluster_key: &str, raw: raw::SlurmIngest) -> Option<SlurmIngest> {
+        let key = format!("{cluster_key}.slurmrestd");
+        let url = raw.url.trim_end_matches('/').to_string();
+        let ok_url = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+        if !ok_url {
+            self.err(
+                format!("{key}.url"),
+                format!(
+                    "`{}` must be http://HOST:PORT or https://HOST:PORT",
+                    raw.url
+                ),
+            );
+        }
+        let api_version = raw.api_version.unwrap_or_else(|| "v0.0.38".into());
+        if !api_version.starts_with('v')
+            || !api_version[1..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.')
+        {
+            self.err(
+                format!("{key}.api_version"),
+                format!("`{api_version}` is not like v0.0.38"),
+            );
+        }
+        let user = raw.user.unwrap_or_else(|| "root".into());
+        if !crate::slurm::is_posix_name(&user) {
+            self.err(
+                format!("{key}.user"),
+                format!("`{user}` is not a valid POSIX user name"),
+            );
+        }
+        let token = match (raw.jwt_key_file, raw.token_file) {
+            (Some(_), Some(_)) => {
+                self.err(
+                    format!("{key}.token_file"),
+                    "set jwt_key_file or token_file, not both",
+                );
+                None
+            }
+            (Some(f), None) => self.jwt_key(&key, Some(&f)),
+            (None, Some(f)) => self.token_file(&key, Some(&f)),
+            (None, None) => {
+                self.err(
+                    format!("{key}.jwt_key_file"),
+                    "the ingest needs a Slurm token: jwt_key_file (Slurm's jwt_hs256.key) or \
+                     token_file",
+                );
+                None
+            }
+        };
+        let interval = self.duration(
+            &format!("{key}.interval"),
+            raw.interval.as_deref(),
+            Duration::from_secs(60),
+        );
+        if interval < Duration::from_secs(1) {
+            self.err(format!("{key}.interval"), "must be at least 1s");
+        }
+        let backfill = self.duration(
+            &format!("{key}.backfill"),
+            raw.backfill.as_deref(),
+            Duration::from_secs(86_400),
+        );
+        let batch_size = raw.batch_size.unwrap_or(1000);
+        if !(1..=100_000).contains(&batch_size) {
+            self.err(format!("{key}.batch_size"), "must be between 1 and 100000");
+        }
+        Some(SlurmIngest {
+            url,
+            api_version,
+            user,
+            token: token?,
+            cluster_name: raw.cluster_name,
+            interval,
+            backfill,
+            batch_size,
+        })
+    }
+
     pub(super) fn accounting(
         &mut self,
         raw: raw::Accounting,
@@ -119,11 +202,13 @@ impl Validator {
                     "must be between 0 and 10000 gCO2e/kWh",
                 );
             }
+            let slurmrestd = c.slurmrestd.and_then(|s| self.slurm_ingest(&key, s));
             clusters.insert(
                 id,
                 ClusterConfig {
                     manager,
                     emission_factor,
+                    slurmrestd,
                 },
             );
         }
