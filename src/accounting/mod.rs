@@ -46,6 +46,7 @@ pub struct AccountingConfig {
     pub max_page_size: usize,
     pub max_query_window: Duration,
     pub clusters: BTreeMap<String, ClusterConfig>,
+    pub metrics: Option<ingest::metrics::MetricsConfig>,
 }
 
 #[derive(Debug, Clone)]

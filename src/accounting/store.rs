@@ -419,36 +419,7 @@ pub async fn upsert_units_marked(
         .bind(t)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "DELETE FROM acct_usage WHERE cluster_id = $1 AND username = $2 AND project = $3",
-        )
-        .bind(*cluster)
-        .bind(*user)
-        .bind(*project)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO acct_usage (cluster_id, username, project, resource_manager, \
-             num_units, walltime, alloc_cputime, alloc_gputime, cpu_usage_weighted, cpu_weight, \
-             gpu_usage_weighted, gpu_weight, energy_kwh, emissions_g, updated_at) \
-             SELECT cluster_id, username, project, MAX(resource_manager), COUNT(*), \
-             CAST(SUM(elapsed) AS BIGINT), CAST(SUM(elapsed * alloc_cpus) AS BIGINT), \
-             CAST(SUM(elapsed * alloc_gpus) AS BIGINT), \
-             CAST(COALESCE(SUM(cpu_usage * elapsed * alloc_cpus), 0) AS DOUBLE PRECISION), \
-             CAST(SUM(CASE WHEN cpu_usage IS NULL THEN 0 ELSE elapsed * alloc_cpus END) AS BIGINT), \
-             CAST(COALESCE(SUM(gpu_usage * elapsed * alloc_gpus), 0) AS DOUBLE PRECISION), \
-             CAST(SUM(CASE WHEN gpu_usage IS NULL THEN 0 ELSE elapsed * alloc_gpus END) AS BIGINT), \
-             CAST(COALESCE(SUM(energy_kwh), 0) AS DOUBLE PRECISION), \
-             CAST(COALESCE(SUM(emissions_g), 0) AS DOUBLE PRECISION), $4 \
-             FROM acct_units WHERE cluster_id = $1 AND username = $2 AND project = $3 \
-             GROUP BY cluster_id, username, project",
-        )
-        .bind(*cluster)
-        .bind(*user)
-        .bind(*project)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
+        rollup(&mut tx, cluster, user, project, t).await?;
     }
     if let Some((cluster, source, value)) = mark {
         sqlx::query(
@@ -465,6 +436,107 @@ pub async fn upsert_units_marked(
     }
     tx.commit().await?;
     Ok(units.len())
+}
+
+/// Recomputes the usage roll-up of one (cluster, user, project) from its units.
+async fn rollup(
+    conn: &mut sqlx::AnyConnection,
+    cluster: &str,
+    user: &str,
+    project: &str,
+    t: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM acct_usage WHERE cluster_id = $1 AND username = $2 AND project = $3")
+        .bind(cluster)
+        .bind(user)
+        .bind(project)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+            "INSERT INTO acct_usage (cluster_id, username, project, resource_manager, \
+             num_units, walltime, alloc_cputime, alloc_gputime, cpu_usage_weighted, cpu_weight, \
+             gpu_usage_weighted, gpu_weight, energy_kwh, emissions_g, updated_at) \
+             SELECT cluster_id, username, project, MAX(resource_manager), COUNT(*), \
+             CAST(SUM(elapsed) AS BIGINT), CAST(SUM(elapsed * alloc_cpus) AS BIGINT), \
+             CAST(SUM(elapsed * alloc_gpus) AS BIGINT), \
+             CAST(COALESCE(SUM(cpu_usage * elapsed * alloc_cpus), 0) AS DOUBLE PRECISION), \
+             CAST(SUM(CASE WHEN cpu_usage IS NULL THEN 0 ELSE elapsed * alloc_cpus END) AS BIGINT), \
+             CAST(COALESCE(SUM(gpu_usage * elapsed * alloc_gpus), 0) AS DOUBLE PRECISION), \
+             CAST(SUM(CASE WHEN gpu_usage IS NULL THEN 0 ELSE elapsed * alloc_gpus END) AS BIGINT), \
+             CAST(COALESCE(SUM(energy_kwh), 0) AS DOUBLE PRECISION), \
+             CAST(COALESCE(SUM(emissions_g), 0) AS DOUBLE PRECISION), $4 \
+             FROM acct_units WHERE cluster_id = $1 AND username = $2 AND project = $3 \
+             GROUP BY cluster_id, username, project",
+        )
+        .bind(cluster)
+        .bind(user)
+        .bind(project)
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Measured metrics of one unit (`None`: not measured, keep what is stored).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
+    pub cpu_usage: Option<f64>,
+    pub mem_usage: Option<f64>,
+    pub gpu_usage: Option<f64>,
+    pub energy_kwh: Option<f64>,
+    pub emissions_g: Option<f64>,
+}
+
+/// Writes measured metrics of units (and their roll-ups) in one transaction.
+pub async fn set_metrics(db: &Db, updates: &[(&Unit, Measured)]) -> Result<(), StoreError> {
+    let mut tx = db.pool().begin().await?;
+    let t = now();
+    let mut touched: Vec<(&str, &str, &str)> = Vec::new();
+    for (u, m) in updates {
+        sqlx::query(
+            "UPDATE acct_units SET cpu_usage = COALESCE($1, cpu_usage), \
+             mem_usage = COALESCE($2, mem_usage), gpu_usage = COALESCE($3, gpu_usage), \
+             energy_kwh = COALESCE($4, energy_kwh), emissions_g = COALESCE($5, emissions_g), \
+             updated_at = $6 WHERE cluster_id = $7 AND uuid = $8",
+        )
+        .bind(m.cpu_usage)
+        .bind(m.mem_usage)
+        .bind(m.gpu_usage)
+        .bind(m.energy_kwh)
+        .bind(m.emissions_g)
+        .bind(t)
+        .bind(&u.cluster_id)
+        .bind(&u.uuid)
+        .execute(&mut *tx)
+        .await?;
+        let key = (
+            u.cluster_id.as_str(),
+            u.username.as_str(),
+            u.project.as_str(),
+        );
+        if !touched.contains(&key) {
+            touched.push(key);
+        }
+    }
+    for (cluster, user, project) in touched {
+        rollup(&mut tx, cluster, user, project, t).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Units to measure: running ones (started) and those that ended since `since`; at most
+/// `limit`, most recently ended first.
+pub async fn units_to_measure(db: &Db, since: i64, limit: usize) -> Result<Vec<Unit>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {UNIT_COLUMNS} FROM acct_units WHERE started_at > 0 AND \
+         (ended_at = 0 OR ended_at >= $1) ORDER BY ended_at = 0 DESC, ended_at DESC LIMIT $2"
+    )))
+    .bind(since)
+    .bind(limit as i64)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(unit).collect()
 }
 
 #[cfg(test)]

@@ -490,6 +490,41 @@ pub struct Accounting {
     /// The clusters whose units the service holds (`[accounting.clusters.ID]`).
     #[serde(default)]
     pub clusters: BTreeMap<String, AccountingCluster>,
+    /// Aggregate metrics of units from Prometheus (`[accounting.metrics]`).
+    pub metrics: Option<AccountingMetrics>,
+}
+
+/// `[accounting.metrics]`: on an interval, PromQL per running and recently ended unit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountingMetrics {
+    /// A `[pools.NAME]` of Prometheus (or Thanos) with http(s) backends.
+    pub pool: String,
+    /// Time between passes (default 5m).
+    pub interval: Option<String>,
+    /// Units that ended within this long are measured again (default 1h); running ones always.
+    pub lookback: Option<String>,
+    /// Most units per pass (default 5000), most recently ended first.
+    pub max_units: Option<usize>,
+    /// Query templates, each returning one number per unit, evaluated at the unit's end (now
+    /// while running). `{uuid}`, `{cluster}` and `{range}` (the unit's run time, like `3600s`)
+    /// are replaced. Unset = not measured.
+    #[serde(default)]
+    pub queries: MetricQueries,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricQueries {
+    /// Mean CPU usage in % of the allocation.
+    pub cpu_usage: Option<String>,
+    /// Mean memory usage in % of the allocation.
+    pub mem_usage: Option<String>,
+    /// Mean GPU usage in %.
+    pub gpu_usage: Option<String>,
+    /// Mean power in watts: energy (kWh) = mean power × run time; emissions = energy ×
+    /// the cluster's emission_factor.
+    pub power_watts: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

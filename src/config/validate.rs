@@ -289,7 +289,7 @@ impl Validator {
         let tokens = self.tokens(raw.tokens);
         let accounting = raw
             .accounting
-            .map(|a| self.accounting(a, &state_dir, &raw.authorization.admin_groups));
+            .map(|a| self.accounting(a, &state_dir, &raw.authorization.admin_groups, &pools));
         self.cross_check_keys(&authenticators, &tokens);
         let policies = self.policies(&raw.authorization);
         let utc_offset = self.utc_offset(raw.authorization.utc_offset.as_deref());

@@ -1,6 +1,7 @@
 //! Ways units get into the store: pushed by service accounts ([`push`]) and pulled from
-//! slurmrestd ([`slurm`]).
+//! slurmrestd ([`slurm`]); and their aggregate metrics from Prometheus ([`metrics`]).
 
+pub mod metrics;
 pub mod push;
 pub mod slurm;
 
@@ -15,6 +16,14 @@ pub fn spawn_all(
     cfg: &Arc<AccountingConfig>,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) {
+    if let Some(m) = &cfg.metrics {
+        tokio::spawn(metrics::run(
+            db.clone(),
+            cfg.clone(),
+            m.clone(),
+            shutdown.clone(),
+        ));
+    }
     for (id, c) in &cfg.clusters {
         if let Some(s) = &c.slurmrestd {
             tokio::spawn(slurm::run(

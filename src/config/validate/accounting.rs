@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use super::Validator;
+use crate::accounting::ingest::metrics::{MetricKind, MetricsConfig};
 use crate::accounting::ingest::slurm::SlurmIngest;
 use crate::accounting::{AccountingConfig, ClusterConfig};
-use crate::config::{raw, resolve_path};
+use crate::config::{BackendAddr, Pool, raw, resolve_path};
 
 /// The shortest shared secret accepted between gateways and `hpcgate accounting serve`.
 const MIN_SECRET_LEN: usize = 32;
@@ -19,6 +20,95 @@ fn is_name(s: &str) -> bool {
 }
 
 impl Validator {
+    fn metrics(
+        &mut self,
+        raw: raw::AccountingMetrics,
+        pools: &BTreeMap<String, Pool>,
+    ) -> Option<MetricsConfig> {
+        let key = "accounting.metrics";
+        let pool = match pools.get(&raw.pool) {
+            None => {
+                self.err(
+                    format!("{key}.pool"),
+                    format!("unknown pool `{}`", raw.pool),
+                );
+                None
+            }
+            Some(p) => {
+                let mut bases = Vec::new();
+                for b in &p.backends {
+                    match b {
+                        BackendAddr::Tcp { addr, host, tls } => {
+                            let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+                            bases.push(format!("{}://{host}:{}", if *tls { "https" } else { "http" }, addr.port()));
+                        }
+                        BackendAddr::Unix(_) => self.err(
+                            format!("{key}.pool"),
+                            format!("pool `{}` has a unix: backend; the metrics queries need http(s) backends", raw.pool),
+                        ),
+                    }
+                }
+                Some((bases, p.authorization.clone()))
+            }
+        };
+        let interval = self.duration(
+            &format!("{key}.interval"),
+            raw.interval.as_deref(),
+            Duration::from_secs(300),
+        );
+        if interval < Duration::from_secs(1) {
+            self.err(format!("{key}.interval"), "must be at least 1s");
+        }
+        let lookback = self.duration(
+            &format!("{key}.lookback"),
+            raw.lookback.as_deref(),
+            Duration::from_secs(3600),
+        );
+        let max_units = raw.max_units.unwrap_or(5000);
+        if !(1..=1_000_000).contains(&max_units) {
+            self.err(format!("{key}.max_units"), "must be between 1 and 1000000");
+        }
+        let q = raw.queries;
+        let mut queries = Vec::new();
+        let mut given = 0;
+        for (name, kind, template) in [
+            ("cpu_usage", MetricKind::CpuUsage, q.cpu_usage),
+            ("mem_usage", MetricKind::MemUsage, q.mem_usage),
+            ("gpu_usage", MetricKind::GpuUsage, q.gpu_usage),
+            ("power_watts", MetricKind::PowerWatts, q.power_watts),
+        ] {
+            let Some(t) = template else { continue };
+            given += 1;
+            let sample =
+                crate::accounting::ingest::metrics::expand(&t, "0123-abc", "cluster-0", 3600);
+            if let Err(e) = promql_parser::parser::parse(&sample) {
+                self.err(
+                    format!("{key}.queries.{name}"),
+                    format!(
+                        "not PromQL once {{uuid}}, {{cluster}} and {{range}} are filled in: {e}"
+                    ),
+                );
+                continue;
+            }
+            queries.push((kind, t));
+        }
+        if given == 0 {
+            self.err(
+                format!("{key}.queries"),
+                "set at least one of cpu_usage, mem_usage, gpu_usage, power_watts",
+            );
+        }
+        let (bases, authorization) = pool?;
+        Some(MetricsConfig {
+            bases,
+            authorization,
+            interval,
+            lookback,
+            max_units,
+            queries,
+        })
+    }
+
     fn slurm_ingest(&mut self, cluster_key: &str, raw: raw::SlurmIngest) -> Option<SlurmIngest> {
         let key = format!("{cluster_key}.slurmrestd");
         let url = raw.url.trim_end_matches('/').to_string();
@@ -106,6 +196,7 @@ impl Validator {
         raw: raw::Accounting,
         state_dir: &std::path::Path,
         admin_groups: &[String],
+        pools: &BTreeMap<String, Pool>,
     ) -> AccountingConfig {
         let socket = resolve_path(
             state_dir,
@@ -212,7 +303,9 @@ impl Validator {
                 },
             );
         }
+        let metrics = raw.metrics.and_then(|m| self.metrics(m, pools));
         AccountingConfig {
+            metrics,
             socket,
             listen,
             shared_secret,
