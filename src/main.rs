@@ -268,6 +268,9 @@ fn serve(path: Option<PathBuf>) -> Result<ExitCode, String> {
         extra.push(Box::new(demo::EchoUpstream {
             socket: config.state_dir.join("echo.sock"),
         }));
+        extra.push(Box::new(demo::AccountingSeed {
+            db: config.database.clone(),
+        }));
     }
     server::run(config, extra, move || {
         if let Some((dir, creds)) = &demo_creds {

@@ -426,6 +426,16 @@ async fn whole_api(database: &str) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("swagger"));
+    // Its scripts come from the binary too (no CDN): the page works offline.
+    let r = gw
+        .client(false)
+        .get(gw.url("/api/v1/docs/swagger-ui-bundle.js"))
+        .header("authorization", basic("erin", "erin-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().len() > 100_000);
     let (status, _) = get(&gw, "erin", "/api/v1/health").await;
     assert_eq!(status, 200);
 }
