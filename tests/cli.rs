@@ -86,7 +86,7 @@ fn the_reference_config_is_valid() {
     );
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains(": OK (3 listeners, 3 pools, 9 authenticators")
+            .contains(": OK (3 listeners, 4 pools, 9 authenticators")
     );
 }
 
