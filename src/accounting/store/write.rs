@@ -1,8 +1,12 @@
 //! Writes: units (upserted by cluster and uuid), their users, projects and memberships, the
-//! usage roll-ups they touch, ingest watermarks, measured metrics, and the config's admins
+//! usage roll-ups they touch (kept by adding each write's difference, so a write costs the
+//! same whatever the history: the old row is read by its key, never the user's other units),
+//! ingest watermarks, measured metrics, and the config's admins
 //! and clusters. Each call is one transaction.
 
-use super::{UNIT_COLUMNS, Unit};
+use std::collections::HashMap;
+
+use super::{UNIT_COLUMNS, Unit, unit};
 use crate::store::{Db, StoreError, now};
 
 /// Makes the admins from the config the `config` admins (others, from other sources, stay).
@@ -40,10 +44,144 @@ pub async fn sync_config(
     Ok(())
 }
 
+/// A unit's share of its (cluster, user, project) roll-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Share {
+    num_units: i64,
+    walltime: i64,
+    alloc_cputime: i64,
+    alloc_gputime: i64,
+    cpu_weighted: f64,
+    cpu_weight: i64,
+    gpu_weighted: f64,
+    gpu_weight: i64,
+    energy_kwh: f64,
+    emissions_g: f64,
+}
+
+impl Share {
+    fn of(u: &Unit) -> Share {
+        let cputime = u.elapsed * u.alloc_cpus;
+        let gputime = u.elapsed * u.alloc_gpus;
+        Share {
+            num_units: 1,
+            walltime: u.elapsed,
+            alloc_cputime: cputime,
+            alloc_gputime: gputime,
+            cpu_weighted: u.cpu_usage.map_or(0.0, |c| c * cputime as f64),
+            cpu_weight: if u.cpu_usage.is_some() { cputime } else { 0 },
+            gpu_weighted: u.gpu_usage.map_or(0.0, |g| g * gputime as f64),
+            gpu_weight: if u.gpu_usage.is_some() { gputime } else { 0 },
+            energy_kwh: u.energy_kwh.unwrap_or(0.0),
+            emissions_g: u.emissions_g.unwrap_or(0.0),
+        }
+    }
+
+    fn add(&mut self, o: &Share, sign: i64) {
+        self.num_units += sign * o.num_units;
+        self.walltime += sign * o.walltime;
+        self.alloc_cputime += sign * o.alloc_cputime;
+        self.alloc_gputime += sign * o.alloc_gputime;
+        self.cpu_weighted += sign as f64 * o.cpu_weighted;
+        self.cpu_weight += sign * o.cpu_weight;
+        self.gpu_weighted += sign as f64 * o.gpu_weighted;
+        self.gpu_weight += sign * o.gpu_weight;
+        self.energy_kwh += sign as f64 * o.energy_kwh;
+        self.emissions_g += sign as f64 * o.emissions_g;
+    }
+}
+
+/// Roll-up differences of one transaction, by (cluster, user, project), with the manager.
+#[derive(Default)]
+struct Deltas(HashMap<(String, String, String), (String, Share)>);
+
+impl Deltas {
+    fn add(&mut self, u: &Unit, sign: i64) {
+        let e = self
+            .0
+            .entry((u.cluster_id.clone(), u.username.clone(), u.project.clone()))
+            .or_insert_with(|| (u.resource_manager.clone(), Share::default()));
+        e.1.add(&Share::of(u), sign);
+    }
+
+    /// Adds the differences to the roll-ups; rows left without units go.
+    async fn apply(self, conn: &mut sqlx::AnyConnection, t: i64) -> Result<(), StoreError> {
+        for ((cluster, user, project), (manager, d)) in self.0 {
+            if d == Share::default() {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO acct_usage (cluster_id, username, project, resource_manager, \
+                 num_units, walltime, alloc_cputime, alloc_gputime, cpu_usage_weighted, \
+                 cpu_weight, gpu_usage_weighted, gpu_weight, energy_kwh, emissions_g, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (cluster_id, username, project) DO UPDATE SET \
+                 resource_manager = excluded.resource_manager, \
+                 num_units = acct_usage.num_units + excluded.num_units, \
+                 walltime = acct_usage.walltime + excluded.walltime, \
+                 alloc_cputime = acct_usage.alloc_cputime + excluded.alloc_cputime, \
+                 alloc_gputime = acct_usage.alloc_gputime + excluded.alloc_gputime, \
+                 cpu_usage_weighted = acct_usage.cpu_usage_weighted + excluded.cpu_usage_weighted, \
+                 cpu_weight = acct_usage.cpu_weight + excluded.cpu_weight, \
+                 gpu_usage_weighted = acct_usage.gpu_usage_weighted + excluded.gpu_usage_weighted, \
+                 gpu_weight = acct_usage.gpu_weight + excluded.gpu_weight, \
+                 energy_kwh = acct_usage.energy_kwh + excluded.energy_kwh, \
+                 emissions_g = acct_usage.emissions_g + excluded.emissions_g, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&cluster)
+            .bind(&user)
+            .bind(&project)
+            .bind(&manager)
+            .bind(d.num_units)
+            .bind(d.walltime)
+            .bind(d.alloc_cputime)
+            .bind(d.alloc_gputime)
+            .bind(d.cpu_weighted)
+            .bind(d.cpu_weight)
+            .bind(d.gpu_weighted)
+            .bind(d.gpu_weight)
+            .bind(d.energy_kwh)
+            .bind(d.emissions_g)
+            .bind(t)
+            .execute(&mut *conn)
+            .await?;
+            if d.num_units < 0 {
+                sqlx::query(
+                    "DELETE FROM acct_usage WHERE cluster_id = $1 AND username = $2 \
+                     AND project = $3 AND num_units <= 0",
+                )
+                .bind(&cluster)
+                .bind(&user)
+                .bind(&project)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The stored unit with this key, if any.
+async fn stored(
+    conn: &mut sqlx::AnyConnection,
+    cluster: &str,
+    uuid: &str,
+) -> Result<Option<Unit>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {UNIT_COLUMNS} FROM acct_units WHERE cluster_id = $1 AND uuid = $2"
+    )))
+    .bind(cluster)
+    .bind(uuid)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(unit).transpose()
+}
+
 /// Inserts or replaces units by (cluster, uuid) in one transaction, records their users,
-/// projects and memberships, and recomputes the usage roll-ups they touch. Metrics absent
-/// from a unit keep their stored values (pushes of job records do not erase measured
-/// metrics). Returns how many units were written.
+/// projects and memberships, and updates the usage roll-ups. Metrics absent from a unit keep
+/// their stored values (pushes of job records do not erase measured metrics). Returns how
+/// many units were written.
 pub async fn upsert_units(db: &Db, units: &[Unit]) -> Result<usize, StoreError> {
     upsert_units_marked(db, units, None).await
 }
@@ -60,8 +198,20 @@ pub async fn upsert_units_marked(
 ) -> Result<usize, StoreError> {
     let mut tx = db.pool().begin().await?;
     let t = now();
-    let mut touched: Vec<(&str, &str, &str)> = Vec::new();
+    let mut deltas = Deltas::default();
+    let mut members: std::collections::HashSet<(&str, &str)> = Default::default();
     for u in units {
+        let mut new = u.clone();
+        if let Some(old) = stored(&mut tx, &u.cluster_id, &u.uuid).await? {
+            new.cpu_usage = new.cpu_usage.or(old.cpu_usage);
+            new.cpu_time = new.cpu_time.or(old.cpu_time);
+            new.mem_usage = new.mem_usage.or(old.mem_usage);
+            new.gpu_usage = new.gpu_usage.or(old.gpu_usage);
+            new.energy_kwh = new.energy_kwh.or(old.energy_kwh);
+            new.emissions_g = new.emissions_g.or(old.emissions_g);
+            deltas.add(&old, -1);
+        }
+        deltas.add(&new, 1);
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO acct_units ({UNIT_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, \
              $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
@@ -73,59 +223,46 @@ pub async fn upsert_units_marked(
              started_at = excluded.started_at, ended_at = excluded.ended_at, \
              elapsed = excluded.elapsed, alloc_cpus = excluded.alloc_cpus, \
              alloc_mem = excluded.alloc_mem, alloc_gpus = excluded.alloc_gpus, \
-             alloc_nodes = excluded.alloc_nodes, \
-             cpu_usage = COALESCE(excluded.cpu_usage, acct_units.cpu_usage), \
-             cpu_time = COALESCE(excluded.cpu_time, acct_units.cpu_time), \
-             mem_usage = COALESCE(excluded.mem_usage, acct_units.mem_usage), \
-             gpu_usage = COALESCE(excluded.gpu_usage, acct_units.gpu_usage), \
-             energy_kwh = COALESCE(excluded.energy_kwh, acct_units.energy_kwh), \
-             emissions_g = COALESCE(excluded.emissions_g, acct_units.emissions_g), \
-             updated_at = excluded.updated_at"
+             alloc_nodes = excluded.alloc_nodes, cpu_usage = excluded.cpu_usage, \
+             cpu_time = excluded.cpu_time, mem_usage = excluded.mem_usage, \
+             gpu_usage = excluded.gpu_usage, energy_kwh = excluded.energy_kwh, \
+             emissions_g = excluded.emissions_g, updated_at = excluded.updated_at"
         )))
-        .bind(&u.cluster_id)
-        .bind(&u.resource_manager)
-        .bind(&u.uuid)
-        .bind(&u.name)
-        .bind(&u.username)
-        .bind(&u.project)
-        .bind(&u.groupname)
-        .bind(&u.partition)
-        .bind(&u.state)
-        .bind(u.created_at)
-        .bind(u.started_at)
-        .bind(u.ended_at)
-        .bind(u.elapsed)
-        .bind(u.alloc_cpus)
-        .bind(u.alloc_mem)
-        .bind(u.alloc_gpus)
-        .bind(u.alloc_nodes)
-        .bind(u.cpu_usage)
-        .bind(u.cpu_time)
-        .bind(u.mem_usage)
-        .bind(u.gpu_usage)
-        .bind(u.energy_kwh)
-        .bind(u.emissions_g)
+        .bind(&new.cluster_id)
+        .bind(&new.resource_manager)
+        .bind(&new.uuid)
+        .bind(&new.name)
+        .bind(&new.username)
+        .bind(&new.project)
+        .bind(&new.groupname)
+        .bind(&new.partition)
+        .bind(&new.state)
+        .bind(new.created_at)
+        .bind(new.started_at)
+        .bind(new.ended_at)
+        .bind(new.elapsed)
+        .bind(new.alloc_cpus)
+        .bind(new.alloc_mem)
+        .bind(new.alloc_gpus)
+        .bind(new.alloc_nodes)
+        .bind(new.cpu_usage)
+        .bind(new.cpu_time)
+        .bind(new.mem_usage)
+        .bind(new.gpu_usage)
+        .bind(new.energy_kwh)
+        .bind(new.emissions_g)
         .bind(t)
         .execute(&mut *tx)
         .await?;
-        let key = (
-            u.cluster_id.as_str(),
-            u.username.as_str(),
-            u.project.as_str(),
-        );
-        if !touched.contains(&key) {
-            touched.push(key);
-        }
+        members.insert((u.username.as_str(), u.project.as_str()));
     }
-    // A unit that moved to another user or project leaves its old roll-up stale until that
-    // one is touched again; job records do not change owner in practice.
-    for (cluster, user, project) in &touched {
-        for (table, col) in [("acct_users", user), ("acct_projects", project)] {
+    for (user, project) in members {
+        for (table, name) in [("acct_users", user), ("acct_projects", project)] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO {table} (name, created_at) VALUES ($1, $2) \
                  ON CONFLICT (name) DO NOTHING"
             )))
-            .bind(*col)
+            .bind(name)
             .bind(t)
             .execute(&mut *tx)
             .await?;
@@ -134,13 +271,13 @@ pub async fn upsert_units_marked(
             "INSERT INTO acct_memberships (project, username, group_admin, created_at) \
              VALUES ($1, $2, 0, $3) ON CONFLICT (project, username) DO NOTHING",
         )
-        .bind(*project)
-        .bind(*user)
+        .bind(project)
+        .bind(user)
         .bind(t)
         .execute(&mut *tx)
         .await?;
-        rollup(&mut tx, cluster, user, project, t).await?;
     }
+    deltas.apply(&mut tx, t).await?;
     if let Some((cluster, source, value)) = mark {
         sqlx::query(
             "INSERT INTO acct_watermarks (cluster_id, source, value, updated_at) \
@@ -158,45 +295,6 @@ pub async fn upsert_units_marked(
     Ok(units.len())
 }
 
-/// Recomputes the usage roll-up of one (cluster, user, project) from its units.
-async fn rollup(
-    conn: &mut sqlx::AnyConnection,
-    cluster: &str,
-    user: &str,
-    project: &str,
-    t: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM acct_usage WHERE cluster_id = $1 AND username = $2 AND project = $3")
-        .bind(cluster)
-        .bind(user)
-        .bind(project)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-            "INSERT INTO acct_usage (cluster_id, username, project, resource_manager, \
-             num_units, walltime, alloc_cputime, alloc_gputime, cpu_usage_weighted, cpu_weight, \
-             gpu_usage_weighted, gpu_weight, energy_kwh, emissions_g, updated_at) \
-             SELECT cluster_id, username, project, MAX(resource_manager), COUNT(*), \
-             CAST(SUM(elapsed) AS BIGINT), CAST(SUM(elapsed * alloc_cpus) AS BIGINT), \
-             CAST(SUM(elapsed * alloc_gpus) AS BIGINT), \
-             CAST(COALESCE(SUM(cpu_usage * elapsed * alloc_cpus), 0) AS DOUBLE PRECISION), \
-             CAST(SUM(CASE WHEN cpu_usage IS NULL THEN 0 ELSE elapsed * alloc_cpus END) AS BIGINT), \
-             CAST(COALESCE(SUM(gpu_usage * elapsed * alloc_gpus), 0) AS DOUBLE PRECISION), \
-             CAST(SUM(CASE WHEN gpu_usage IS NULL THEN 0 ELSE elapsed * alloc_gpus END) AS BIGINT), \
-             CAST(COALESCE(SUM(energy_kwh), 0) AS DOUBLE PRECISION), \
-             CAST(COALESCE(SUM(emissions_g), 0) AS DOUBLE PRECISION), $4 \
-             FROM acct_units WHERE cluster_id = $1 AND username = $2 AND project = $3 \
-             GROUP BY cluster_id, username, project",
-        )
-        .bind(cluster)
-        .bind(user)
-        .bind(project)
-        .bind(t)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
 /// Measured metrics of one unit (`None`: not measured, keep what is stored).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Measured {
@@ -211,36 +309,36 @@ pub struct Measured {
 pub async fn set_metrics(db: &Db, updates: &[(&Unit, Measured)]) -> Result<(), StoreError> {
     let mut tx = db.pool().begin().await?;
     let t = now();
-    let mut touched: Vec<(&str, &str, &str)> = Vec::new();
+    let mut deltas = Deltas::default();
     for (u, m) in updates {
+        let Some(old) = stored(&mut tx, &u.cluster_id, &u.uuid).await? else {
+            continue;
+        };
+        let mut new = old.clone();
+        new.cpu_usage = m.cpu_usage.or(old.cpu_usage);
+        new.mem_usage = m.mem_usage.or(old.mem_usage);
+        new.gpu_usage = m.gpu_usage.or(old.gpu_usage);
+        new.energy_kwh = m.energy_kwh.or(old.energy_kwh);
+        new.emissions_g = m.emissions_g.or(old.emissions_g);
+        deltas.add(&old, -1);
+        deltas.add(&new, 1);
         sqlx::query(
-            "UPDATE acct_units SET cpu_usage = COALESCE($1, cpu_usage), \
-             mem_usage = COALESCE($2, mem_usage), gpu_usage = COALESCE($3, gpu_usage), \
-             energy_kwh = COALESCE($4, energy_kwh), emissions_g = COALESCE($5, emissions_g), \
-             updated_at = $6 WHERE cluster_id = $7 AND uuid = $8",
+            "UPDATE acct_units SET cpu_usage = $1, mem_usage = $2, gpu_usage = $3, \
+             energy_kwh = $4, emissions_g = $5, updated_at = $6 \
+             WHERE cluster_id = $7 AND uuid = $8",
         )
-        .bind(m.cpu_usage)
-        .bind(m.mem_usage)
-        .bind(m.gpu_usage)
-        .bind(m.energy_kwh)
-        .bind(m.emissions_g)
+        .bind(new.cpu_usage)
+        .bind(new.mem_usage)
+        .bind(new.gpu_usage)
+        .bind(new.energy_kwh)
+        .bind(new.emissions_g)
         .bind(t)
         .bind(&u.cluster_id)
         .bind(&u.uuid)
         .execute(&mut *tx)
         .await?;
-        let key = (
-            u.cluster_id.as_str(),
-            u.username.as_str(),
-            u.project.as_str(),
-        );
-        if !touched.contains(&key) {
-            touched.push(key);
-        }
     }
-    for (cluster, user, project) in touched {
-        rollup(&mut tx, cluster, user, project, t).await?;
-    }
+    deltas.apply(&mut tx, t).await?;
     tx.commit().await?;
     Ok(())
 }
