@@ -414,6 +414,37 @@ async fn whole_api(database: &str) {
     );
     assert!(uuids(&gw, "bob", "/api/v1/units?uuid=x2").await.is_empty());
 
+    // Concurrent pushes of the same units (replicas, retries): each unit counts once in
+    // the roll-ups, and none of the pushes fails.
+    let batch = json!(
+        (0..20)
+            .map(|i| unit(&format!("k{i}"), "erin", "conc", now() - 100))
+            .collect::<Vec<_>>()
+    );
+    let mut pushes = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let req = gw
+            .client(false)
+            .post(gw.url("/api/v1/units"))
+            .header("authorization", basic("ingest", "ingest-pw"))
+            .json(&batch);
+        pushes.spawn(async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+    }
+    while let Some(done) = pushes.join_next().await {
+        let (status, body) = done.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let rows = data(
+        &gw,
+        "alice",
+        "/api/v1/usage/global/admin?user=erin&project=conc",
+    )
+    .await;
+    assert_eq!(rows[0]["num_units"], 20, "{rows}");
+
     // OpenAPI and the docs page, from the binary.
     let spec = data_raw(&gw, "/api/v1/openapi.json").await;
     assert!(spec["paths"]["/api/v1/units"]["get"].is_object(), "{spec}");

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::{UNIT_COLUMNS, Unit, unit};
-use crate::store::{Db, StoreError, now};
+use crate::store::{Backend, Db, StoreError, now};
 
 /// Makes the admins from the config the `config` admins (others, from other sources, stay).
 pub async fn sync_config(
@@ -15,7 +15,7 @@ pub async fn sync_config(
     admins: &[String],
     clusters: &[(String, String, f64)],
 ) -> Result<(), StoreError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = begin_write(db).await?;
     sqlx::query("DELETE FROM acct_admins WHERE source = 'config'")
         .execute(&mut *tx)
         .await?;
@@ -42,6 +42,25 @@ pub async fn sync_config(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Begins a write transaction that runs alone among accounting writes, so that the
+/// read-old-row-then-add-difference of the roll-ups cannot interleave with another writer
+/// (replicas on PostgreSQL, concurrent pushes): SQLite takes its write lock at `BEGIN
+/// IMMEDIATE` (instead of failing to upgrade a read lock later); PostgreSQL takes a
+/// transaction-scoped advisory lock.
+async fn begin_write(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    match db.backend() {
+        Backend::Sqlite => Ok(db.pool().begin_with("BEGIN IMMEDIATE").await?),
+        Backend::Postgres => {
+            let mut tx = db.pool().begin().await?;
+            // Any fixed key: "accounting writes".
+            sqlx::query("SELECT pg_advisory_xact_lock(7271001) IS NULL AS x")
+                .fetch_one(&mut *tx)
+                .await?;
+            Ok(tx)
+        }
+    }
 }
 
 /// A unit's share of its (cluster, user, project) roll-up.
@@ -196,7 +215,7 @@ pub async fn upsert_units_marked(
     units: &[Unit],
     mark: Option<Mark<'_>>,
 ) -> Result<usize, StoreError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = begin_write(db).await?;
     let t = now();
     let mut deltas = Deltas::default();
     let mut members: std::collections::HashSet<(&str, &str)> = Default::default();
@@ -307,7 +326,7 @@ pub struct Measured {
 
 /// Writes measured metrics of units (and their roll-ups) in one transaction.
 pub async fn set_metrics(db: &Db, updates: &[(&Unit, Measured)]) -> Result<(), StoreError> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = begin_write(db).await?;
     let t = now();
     let mut deltas = Deltas::default();
     for (u, m) in updates {
