@@ -61,10 +61,13 @@ async fn ingest(db: &Db, from: usize, n: usize, prefix: &str) {
 }
 
 fn bench(c: &mut Criterion) {
+    // `cargo test --all-targets` runs this once without `--bench`, unoptimised: keep it small.
+    let benching = std::env::args().any(|a| a == "--bench");
     let total: usize = std::env::var("HPCGATE_BENCH_UNITS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(if benching { 1_000_000 } else { 5_000 });
+    let jobs = if benching { 100_000 } else { 1_000 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -93,8 +96,11 @@ fn bench(c: &mut Criterion) {
     let (page, more) = rt
         .block_on(units(&db, Scope::User("u0042"), &filter))
         .expect("page");
-    assert_eq!(page.len(), 100);
-    assert!(more);
+    assert!(!page.is_empty());
+    if benching {
+        assert_eq!(page.len(), 100);
+        assert!(more);
+    }
     c.bench_function("units page: 100 of one user's month, 1M units", |b| {
         b.iter(|| rt.block_on(units(&db, Scope::User("u0042"), &filter)))
     });
@@ -106,7 +112,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("100k new jobs, 1000 per transaction", |b| {
         b.iter(|| {
             round += 1;
-            rt.block_on(ingest(&db, 0, 100_000, &format!("r{round}-")));
+            rt.block_on(ingest(&db, 0, jobs, &format!("r{round}-")));
         })
     });
     g.finish();
