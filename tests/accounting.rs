@@ -414,6 +414,20 @@ async fn whole_api(database: &str) {
     );
     assert!(uuids(&gw, "bob", "/api/v1/units?uuid=x2").await.is_empty());
 
+    // Wrong method or path: JSON errors too.
+    let (status, v) = send(&gw, "PUT", "bob", "/api/v1/units", None).await;
+    assert_eq!(
+        (status, v["errorType"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{v}"
+    );
+    let (status, v) = get(&gw, "bob", "/api/v1/jobs").await;
+    assert_eq!(
+        (status, v["errorType"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+
     // Concurrent pushes of the same units (replicas, retries): each unit counts once in
     // the roll-ups, and none of the pushes fails.
     let batch = json!(
