@@ -114,6 +114,23 @@ path_prefix = "/echo"
 strip_prefix = true
 pool = "echo"
 authenticators = ["demo", "keys", "tokens"]
+
+# The built-in accounting service (CEEMS-compatible API), with a few demo units.
+[accounting]
+
+[accounting.clusters.demo]
+manager = "slurm"
+emission_factor = 56.0
+
+[pools.accounting]
+backends = ["unix:accounting.sock"]
+
+[[routes]]
+name = "accounting"
+path_prefix = "/api/v1"
+pool = "accounting"
+kind = "accounting"
+authenticators = ["demo", "keys", "tokens"]
 "#,
         ipv6_listener = if ipv6 {
             "\n[[listeners]]\naddress = \"[::1]:8443\"\ntls_cert = \"server.pem\"\n\
@@ -158,6 +175,10 @@ pub fn banner(dir: &Path, creds: &[(String, String)]) -> String {
          curl --cacert {ca} -H 'X-Forwarded-User: root' https://localhost:8443/echo/   \
          # 401: spoofing gets nowhere\n  \
          curl --cacert {ca} https://localhost:8443/-/healthz\n  \
+         curl --cacert {ca} -u {user2}:{pw2} https://localhost:8443/api/v1/units   \
+         # bob's jobs and his projects'\n  \
+         curl --cacert {ca} -u {user}:{pw} https://localhost:8443/api/v1/usage/global/admin\n  \
+         # API docs: https://localhost:8443/api/v1/docs/\n  \
          curl --cacert {ca} -u {user}:{pw} -X POST https://localhost:8443/auth/token   \
          # a 1-hour token\n  \
          hpcgate apikey create --user {user2} --name laptop   \
@@ -212,6 +233,91 @@ impl BackgroundService for EchoUpstream {
             .await;
         if let Err(e) = served {
             tracing::error!(error = %e, "demo upstream stopped");
+        }
+    }
+}
+
+/// Demo units, projects and usage for alice and bob, written once at start (relative to
+/// now, so that the default 24 h window of `/api/v1/units` shows them).
+pub struct AccountingSeed {
+    pub db: crate::store::DbConfig,
+}
+
+/// (uuid, user, project, hours ago it ended (0: running), hours it ran, cpus, gpus, kWh).
+type DemoUnit = (
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    i64,
+    i64,
+    i64,
+    f64,
+);
+
+const DEMO_UNITS: &[DemoUnit] = &[
+    ("1001", "alice", "climate", 2, 3, 32, 0, 1.9),
+    ("1002", "alice", "climate", 5, 1, 8, 1, 0.7),
+    ("1003", "bob", "climate", 1, 2, 16, 0, 0.8),
+    ("1004", "bob", "genomics", 3, 4, 64, 0, 4.2),
+    ("1005", "bob", "genomics", 0, 1, 4, 2, 0.0),
+    ("1006", "bob", "genomics", 30, 6, 128, 0, 9.5),
+];
+
+async fn seed(db: &crate::store::Db) -> Result<(), crate::store::StoreError> {
+    use crate::accounting::store::Unit;
+    let now = crate::store::now();
+    let units: Vec<Unit> = DEMO_UNITS
+        .iter()
+        .map(|&(uuid, user, project, ago, hours, cpus, gpus, kwh)| {
+            let ended = if ago == 0 { 0 } else { now - ago * 3600 };
+            let started = if ago == 0 {
+                now - hours * 3600
+            } else {
+                ended - hours * 3600
+            };
+            Unit {
+                cluster_id: "demo".into(),
+                resource_manager: "slurm".into(),
+                uuid: uuid.into(),
+                name: format!("{project}-run-{uuid}"),
+                username: user.into(),
+                project: project.into(),
+                groupname: user.into(),
+                partition: if gpus > 0 { "gpu" } else { "cpu" }.into(),
+                state: if ago == 0 { "RUNNING" } else { "COMPLETED" }.into(),
+                created_at: started - 120,
+                started_at: started,
+                ended_at: ended,
+                elapsed: hours * 3600,
+                alloc_cpus: cpus,
+                alloc_mem: cpus * 4 * 1024 * 1024 * 1024,
+                alloc_gpus: gpus,
+                alloc_nodes: 1.max(cpus / 64),
+                cpu_usage: Some(35.0 + (cpus % 50) as f64),
+                cpu_time: None,
+                mem_usage: Some(42.0),
+                gpu_usage: (gpus > 0).then_some(71.0),
+                energy_kwh: (kwh > 0.0).then_some(kwh),
+                emissions_g: (kwh > 0.0).then_some(kwh * 56.0),
+            }
+        })
+        .collect();
+    crate::accounting::store::upsert_units(db, &units).await?;
+    // bob leads genomics: he may add and remove its members.
+    crate::accounting::directory::add_member(db, "genomics", "bob", true).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl BackgroundService for AccountingSeed {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let result = match crate::store::Db::lazy(&self.db) {
+            Ok(db) => seed(&db).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "demo: cannot write the demo accounting units");
         }
     }
 }

@@ -82,8 +82,24 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// The accounting service on its own (for separate replicas behind the gateways).
+    Accounting {
+        #[command(subcommand)]
+        action: AccountingAction,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum AccountingAction {
+    /// Serve the accounting API on `[accounting] listen` (TCP; gateways must present
+    /// `[accounting] shared_secret`), with the config's database.
+    Serve {
+        /// The config file (its [accounting], [database] and [authorization] admin_groups).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -220,6 +236,14 @@ fn run(command: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Accounting {
+            action: AccountingAction::Serve { config },
+        } => {
+            let config = config::load(&config).map_err(|e| format!("refusing to start:\n{e}"))?;
+            telemetry::init_logging(&config.logging);
+            hpcgate::accounting::standalone(&config)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Apikey { config, action } => {
             let config = load_for_cli(config)?;
             hpcgate::cli::apikey(&config, action.into())
@@ -321,6 +345,9 @@ fn serve(path: Option<PathBuf>, allow_root: bool, upgrade: bool) -> Result<ExitC
     if demo_creds.is_some() {
         extra.push(Box::new(demo::EchoUpstream {
             socket: config.state_dir.join("echo.sock"),
+        }));
+        extra.push(Box::new(demo::AccountingSeed {
+            db: config.database.clone(),
         }));
     }
     // The demo lives in the current directory and is for trying hpcgate out: it runs as

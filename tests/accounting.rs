@@ -414,6 +414,51 @@ async fn whole_api(database: &str) {
     );
     assert!(uuids(&gw, "bob", "/api/v1/units?uuid=x2").await.is_empty());
 
+    // Wrong method or path: JSON errors too.
+    let (status, v) = send(&gw, "PUT", "bob", "/api/v1/units", None).await;
+    assert_eq!(
+        (status, v["errorType"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{v}"
+    );
+    let (status, v) = get(&gw, "bob", "/api/v1/jobs").await;
+    assert_eq!(
+        (status, v["errorType"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+
+    // Concurrent pushes of the same units (replicas, retries): each unit counts once in
+    // the roll-ups, and none of the pushes fails.
+    let batch = json!(
+        (0..20)
+            .map(|i| unit(&format!("k{i}"), "erin", "conc", now() - 100))
+            .collect::<Vec<_>>()
+    );
+    let mut pushes = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let req = gw
+            .client(false)
+            .post(gw.url("/api/v1/units"))
+            .header("authorization", basic("ingest", "ingest-pw"))
+            .json(&batch);
+        pushes.spawn(async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+    }
+    while let Some(done) = pushes.join_next().await {
+        let (status, body) = done.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let rows = data(
+        &gw,
+        "alice",
+        "/api/v1/usage/global/admin?user=erin&project=conc",
+    )
+    .await;
+    assert_eq!(rows[0]["num_units"], 20, "{rows}");
+
     // OpenAPI and the docs page, from the binary.
     let spec = data_raw(&gw, "/api/v1/openapi.json").await;
     assert!(spec["paths"]["/api/v1/units"]["get"].is_object(), "{spec}");
@@ -426,6 +471,16 @@ async fn whole_api(database: &str) {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("swagger"));
+    // Its scripts come from the binary too (no CDN): the page works offline.
+    let r = gw
+        .client(false)
+        .get(gw.url("/api/v1/docs/swagger-ui-bundle.js"))
+        .header("authorization", basic("erin", "erin-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().len() > 100_000);
     let (status, _) = get(&gw, "erin", "/api/v1/health").await;
     assert_eq!(status, 200);
 }
@@ -449,4 +504,132 @@ async fn accounting_api_on_postgresql() {
         pg.get("DATABASE_URL")
     ))
     .await;
+}
+
+/// Kills a child process on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+#[tokio::test]
+async fn standalone_service_trusts_only_gateways_with_the_shared_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "0123456789abcdef0123456789abcdef-test";
+    std::fs::write(dir.path().join("secret"), format!("{secret}\n")).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("accounting.toml"),
+        format!(
+            "# Only [server], [database], [authorization] and [accounting] matter here.\n\
+             [server]\nstate_dir = \"state\"\n\n\
+             [[listeners]]\naddress = \"127.0.0.1:{}\"\n\n\
+             [authorization]\nadmin_groups = [\"hpc-admins\"]\n\n\
+             [accounting]\nlisten = \"127.0.0.1:{port}\"\nshared_secret_file = \"secret\"\n\
+             ingest_users = [\"ingest\"]\n\n[accounting.clusters.slurm-0]\nemission_factor = 50.0\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let _service = Child(
+        std::process::Command::new(bin())
+            .args(["accounting", "serve", "--config"])
+            .arg(dir.path().join("accounting.toml"))
+            .stderr(std::fs::File::create(dir.path().join("service.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(port).await;
+    std::fs::write(dir.path().join("bearer"), format!("Bearer {secret}\n")).unwrap();
+    let gw = Gateway::start(Setup {
+        body: format!(
+            "[pools.acct]\nbackends = [\"http://127.0.0.1:{port}\"]\n\
+             authorization_file = \"{}\"\n\n\
+             [[routes]]\nname = \"accounting\"\npath_prefix = \"/api/v1\"\npool = \"acct\"\n\
+             kind = \"accounting\"\nauthenticators = [\"local\"]\n",
+            dir.path().join("bearer").display()
+        ),
+        extra_users: users(),
+        ..Default::default()
+    })
+    .await;
+    seed(&gw).await;
+    assert_eq!(uuids(&gw, "erin", "/api/v1/units").await, ["e1"]);
+
+    // Straight to the service: without the secret, the identity headers count for nothing.
+    let direct = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/units/admin");
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some(&format!("Bearer {secret}x")[..]),
+    ] {
+        let mut req = direct
+            .get(&url)
+            .header("x-grafana-user", "alice")
+            .header("x-hpcgate-groups", "hpc-admins");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_json_error(status, &body, 401, "unauthorized");
+        assert!(!body.contains(secret));
+    }
+    let r = direct
+        .get(&url)
+        .header("x-grafana-user", "alice")
+        .header("x-hpcgate-groups", "hpc-admins")
+        .header("authorization", format!("Bearer {secret}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn database_down_means_503_not_an_empty_answer() {
+    let pg = RealServer::start("postgres");
+    let url = format!("{}?connect_timeout=1", pg.get("DATABASE_URL"));
+    let gw = Gateway::start(Setup {
+        body: body(&format!("[database]\nurl = \"{url}\"\ntimeout = \"1s\"\n")),
+        extra_users: users(),
+        ..Default::default()
+    })
+    .await;
+    seed(&gw).await;
+    assert_eq!(uuids(&gw, "erin", "/api/v1/units").await, ["e1"]);
+    pg.stop();
+    for path in [
+        "/api/v1/units",
+        "/api/v1/units/verify?uuid=e1",
+        "/api/v1/usage/global",
+    ] {
+        let (status, v) = get(&gw, "erin", path).await;
+        assert_eq!(
+            (status, v["errorType"].as_str()),
+            (503, Some("unavailable")),
+            "{path}: {v}"
+        );
+    }
+    let (status, _) = get(&gw, "erin", "/api/v1/health").await;
+    assert_eq!(status, 503);
 }

@@ -86,7 +86,7 @@ fn the_reference_config_is_valid() {
     );
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains(": OK (3 listeners, 3 pools, 9 authenticators")
+            .contains(": OK (3 listeners, 4 pools, 9 authenticators")
     );
 }
 
@@ -292,6 +292,54 @@ async fn the_embedded_demo_answers_whoami_over_ipv4_and_ipv6() {
     assert_eq!(v["path"], "/hello");
     assert_eq!(v["headers"]["x-forwarded-user"], "alice");
     assert!(v["headers"].get("authorization").is_none());
+
+    // The accounting API answers with the demo's units: bob sees his and his projects'
+    // (climate, with alice; genomics, his own), alice as an admin sees everything.
+    let bob_pw = creds
+        .lines()
+        .find_map(|l| l.strip_prefix("bob:"))
+        .unwrap()
+        .to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let units = loop {
+        let v: serde_json::Value = client
+            .get("https://localhost:8443/api/v1/units?running")
+            .basic_auth("bob", Some(&bob_pw))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let units: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["uuid"].as_str().unwrap().to_string())
+            .collect();
+        if !units.is_empty() || Instant::now() > deadline {
+            break units;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(units, ["1001", "1002", "1003", "1004", "1005"]);
+    let r = client
+        .get("https://localhost:8443/api/v1/usage/global/admin")
+        .basic_auth("bob", Some(&bob_pw))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = client
+        .get("https://localhost:8443/api/v1/usage/global/admin")
+        .basic_auth("alice", Some(&alice_pw))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 3, "{v}");
 
     Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])

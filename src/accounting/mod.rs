@@ -46,6 +46,7 @@ pub struct AccountingConfig {
     pub max_page_size: usize,
     pub max_query_window: Duration,
     pub clusters: BTreeMap<String, ClusterConfig>,
+    pub metrics: Option<ingest::metrics::MetricsConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +54,7 @@ pub struct ClusterConfig {
     pub manager: String,
     /// gCO2e per kWh.
     pub emission_factor: f64,
+    pub slurmrestd: Option<ingest::slurm::SlurmIngest>,
 }
 
 /// How callers reach the service, and so what it trusts.
@@ -146,6 +148,69 @@ pub fn bind_private(path: &std::path::Path) -> Result<std::os::unix::net::UnixLi
     result
 }
 
+/// `hpcgate accounting serve`: the service alone on `[accounting] listen`, until SIGTERM or
+/// SIGINT.
+pub fn standalone(config: &crate::config::Config) -> Result<(), String> {
+    let cfg = config
+        .accounting
+        .clone()
+        .ok_or_else(|| format!("{}: has no [accounting] section", config.path.display()))?;
+    let (Some(addr), Some(secret)) = (cfg.listen, cfg.shared_secret.clone()) else {
+        return Err(format!(
+            "{}: [accounting] needs listen and shared_secret (or shared_secret_file) to run alone",
+            config.path.display()
+        ));
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        if config.database.backend == crate::store::Backend::Sqlite {
+            crate::tls::create_private_dir(&config.state_dir)?;
+        }
+        let where_ = crate::config::describe_url(&config.database.url);
+        let db = Db::open(&config.database)
+            .await
+            .map_err(|e| format!("{}: {e} ({where_})", config.path.display()))?;
+        sync(&db, &cfg).await.map_err(|e| e.to_string())?;
+        let cfg = Arc::new(cfg);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        ingest::spawn_all(&db, &cfg, &stop_rx);
+        let state = AppState {
+            db,
+            cfg,
+            trust: Trust::SharedSecret(secret),
+        };
+        tracing::info!(address = %addr, database = %where_, "accounting service listening");
+        serve_tcp(state, addr, async move {
+            stop_signal().await;
+            let _ = stop_tx.send(true);
+        })
+        .await
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("accounting service stopping");
+}
+
 /// The service as a pingora background service of `hpcgate serve`.
 pub struct Service {
     pub db: DbConfig,
@@ -173,6 +238,7 @@ impl Service {
             // The API still serves (and says 503 while the database is away).
             tracing::error!(error = %e, "accounting: cannot write admins and clusters");
         }
+        ingest::spawn_all(&db, &self.cfg, &shutdown);
         let state = AppState {
             db,
             cfg: self.cfg.clone(),

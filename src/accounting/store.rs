@@ -5,7 +5,7 @@
 use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 
-use crate::store::{Db, StoreError, now};
+use crate::store::{Db, StoreError};
 
 /// One compute unit (a job), as stored. Times are Unix seconds; 0 means "not yet".
 #[derive(Debug, Clone, PartialEq)]
@@ -285,162 +285,23 @@ pub async fn is_admin(db: &Db, user: &str) -> Result<bool, StoreError> {
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
 
-/// Makes the admins from the config the `config` admins (others, from other sources, stay).
-pub async fn sync_config(
-    db: &Db,
-    admins: &[String],
-    clusters: &[(String, String, f64)],
-) -> Result<(), StoreError> {
-    let mut tx = db.pool().begin().await?;
-    sqlx::query("DELETE FROM acct_admins WHERE source = 'config'")
-        .execute(&mut *tx)
-        .await?;
-    for a in admins {
-        sqlx::query(
-            "INSERT INTO acct_admins (username, source) VALUES ($1, 'config') \
-             ON CONFLICT (username) DO NOTHING",
-        )
-        .bind(a)
-        .execute(&mut *tx)
-        .await?;
-    }
-    for (id, manager, factor) in clusters {
-        sqlx::query(
-            "INSERT INTO acct_clusters (id, manager, emission_factor) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET manager = excluded.manager, \
-             emission_factor = excluded.emission_factor",
-        )
-        .bind(id)
-        .bind(manager)
-        .bind(*factor)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+/// Units to measure: running ones (started) and those that ended since `since`; at most
+/// `limit`, most recently ended first.
+pub async fn units_to_measure(db: &Db, since: i64, limit: usize) -> Result<Vec<Unit>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {UNIT_COLUMNS} FROM acct_units WHERE started_at > 0 AND \
+         (ended_at = 0 OR ended_at >= $1) ORDER BY ended_at = 0 DESC, ended_at DESC LIMIT $2"
+    )))
+    .bind(since)
+    .bind(limit as i64)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(unit).collect()
 }
 
-/// Inserts or replaces units by (cluster, uuid) in one transaction, records their users,
-/// projects and memberships, and recomputes the usage roll-ups they touch. Metrics absent
-/// from a unit keep their stored values (pushes of job records do not erase measured
-/// metrics). Returns how many units were written.
-pub async fn upsert_units(db: &Db, units: &[Unit]) -> Result<usize, StoreError> {
-    let mut tx = db.pool().begin().await?;
-    let t = now();
-    let mut touched: Vec<(&str, &str, &str)> = Vec::new();
-    for u in units {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO acct_units ({UNIT_COLUMNS}, updated_at) VALUES ($1, $2, $3, $4, $5, \
-             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-             $23, $24) ON CONFLICT (cluster_id, uuid) DO UPDATE SET \
-             resource_manager = excluded.resource_manager, name = excluded.name, \
-             username = excluded.username, project = excluded.project, \
-             groupname = excluded.groupname, partition_name = excluded.partition_name, \
-             state = excluded.state, created_at = excluded.created_at, \
-             started_at = excluded.started_at, ended_at = excluded.ended_at, \
-             elapsed = excluded.elapsed, alloc_cpus = excluded.alloc_cpus, \
-             alloc_mem = excluded.alloc_mem, alloc_gpus = excluded.alloc_gpus, \
-             alloc_nodes = excluded.alloc_nodes, \
-             cpu_usage = COALESCE(excluded.cpu_usage, acct_units.cpu_usage), \
-             cpu_time = COALESCE(excluded.cpu_time, acct_units.cpu_time), \
-             mem_usage = COALESCE(excluded.mem_usage, acct_units.mem_usage), \
-             gpu_usage = COALESCE(excluded.gpu_usage, acct_units.gpu_usage), \
-             energy_kwh = COALESCE(excluded.energy_kwh, acct_units.energy_kwh), \
-             emissions_g = COALESCE(excluded.emissions_g, acct_units.emissions_g), \
-             updated_at = excluded.updated_at"
-        )))
-        .bind(&u.cluster_id)
-        .bind(&u.resource_manager)
-        .bind(&u.uuid)
-        .bind(&u.name)
-        .bind(&u.username)
-        .bind(&u.project)
-        .bind(&u.groupname)
-        .bind(&u.partition)
-        .bind(&u.state)
-        .bind(u.created_at)
-        .bind(u.started_at)
-        .bind(u.ended_at)
-        .bind(u.elapsed)
-        .bind(u.alloc_cpus)
-        .bind(u.alloc_mem)
-        .bind(u.alloc_gpus)
-        .bind(u.alloc_nodes)
-        .bind(u.cpu_usage)
-        .bind(u.cpu_time)
-        .bind(u.mem_usage)
-        .bind(u.gpu_usage)
-        .bind(u.energy_kwh)
-        .bind(u.emissions_g)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        let key = (
-            u.cluster_id.as_str(),
-            u.username.as_str(),
-            u.project.as_str(),
-        );
-        if !touched.contains(&key) {
-            touched.push(key);
-        }
-    }
-    // A unit that moved to another user or project leaves its old roll-up stale until that
-    // one is touched again; job records do not change owner in practice.
-    for (cluster, user, project) in &touched {
-        for (table, col) in [("acct_users", user), ("acct_projects", project)] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO {table} (name, created_at) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO NOTHING"
-            )))
-            .bind(*col)
-            .bind(t)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "INSERT INTO acct_memberships (project, username, group_admin, created_at) \
-             VALUES ($1, $2, 0, $3) ON CONFLICT (project, username) DO NOTHING",
-        )
-        .bind(*project)
-        .bind(*user)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "DELETE FROM acct_usage WHERE cluster_id = $1 AND username = $2 AND project = $3",
-        )
-        .bind(*cluster)
-        .bind(*user)
-        .bind(*project)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO acct_usage (cluster_id, username, project, resource_manager, \
-             num_units, walltime, alloc_cputime, alloc_gputime, cpu_usage_weighted, cpu_weight, \
-             gpu_usage_weighted, gpu_weight, energy_kwh, emissions_g, updated_at) \
-             SELECT cluster_id, username, project, MAX(resource_manager), COUNT(*), \
-             CAST(SUM(elapsed) AS BIGINT), CAST(SUM(elapsed * alloc_cpus) AS BIGINT), \
-             CAST(SUM(elapsed * alloc_gpus) AS BIGINT), \
-             CAST(COALESCE(SUM(cpu_usage * elapsed * alloc_cpus), 0) AS DOUBLE PRECISION), \
-             CAST(SUM(CASE WHEN cpu_usage IS NULL THEN 0 ELSE elapsed * alloc_cpus END) AS BIGINT), \
-             CAST(COALESCE(SUM(gpu_usage * elapsed * alloc_gpus), 0) AS DOUBLE PRECISION), \
-             CAST(SUM(CASE WHEN gpu_usage IS NULL THEN 0 ELSE elapsed * alloc_gpus END) AS BIGINT), \
-             CAST(COALESCE(SUM(energy_kwh), 0) AS DOUBLE PRECISION), \
-             CAST(COALESCE(SUM(emissions_g), 0) AS DOUBLE PRECISION), $4 \
-             FROM acct_units WHERE cluster_id = $1 AND username = $2 AND project = $3 \
-             GROUP BY cluster_id, username, project",
-        )
-        .bind(*cluster)
-        .bind(*user)
-        .bind(*project)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(units.len())
-}
+mod write;
+pub use write::{Mark, Measured, set_metrics, sync_config, upsert_units, upsert_units_marked};
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
+#[path = "store/tests.rs"]
 mod tests;

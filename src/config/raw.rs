@@ -525,6 +525,41 @@ pub struct Accounting {
     /// The clusters whose units the service holds (`[accounting.clusters.ID]`).
     #[serde(default)]
     pub clusters: BTreeMap<String, AccountingCluster>,
+    /// Aggregate metrics of units from Prometheus (`[accounting.metrics]`).
+    pub metrics: Option<AccountingMetrics>,
+}
+
+/// `[accounting.metrics]`: on an interval, PromQL per running and recently ended unit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountingMetrics {
+    /// A `[pools.NAME]` of Prometheus (or Thanos) with http(s) backends.
+    pub pool: String,
+    /// Time between passes (default 5m).
+    pub interval: Option<String>,
+    /// Units that ended within this long are measured again (default 1h); running ones always.
+    pub lookback: Option<String>,
+    /// Most units per pass (default 5000), most recently ended first.
+    pub max_units: Option<usize>,
+    /// Query templates, each returning one number per unit, evaluated at the unit's end (now
+    /// while running). `{uuid}`, `{cluster}` and `{range}` (the unit's run time, like `3600s`)
+    /// are replaced. Unset = not measured.
+    #[serde(default)]
+    pub queries: MetricQueries,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricQueries {
+    /// Mean CPU usage in % of the allocation.
+    pub cpu_usage: Option<String>,
+    /// Mean memory usage in % of the allocation.
+    pub mem_usage: Option<String>,
+    /// Mean GPU usage in %.
+    pub gpu_usage: Option<String>,
+    /// Mean power in watts: energy (kWh) = mean power × run time; emissions = energy ×
+    /// the cluster's emission_factor.
+    pub power_watts: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -534,6 +569,32 @@ pub struct AccountingCluster {
     pub manager: Option<String>,
     /// Grid emission factor in gCO2e per kWh (default 0): emissions = energy × factor.
     pub emission_factor: Option<f64>,
+    /// Pull this cluster's jobs from slurmrestd's `slurmdb` endpoint.
+    pub slurmrestd: Option<SlurmIngest>,
+}
+
+/// `[accounting.clusters.ID.slurmrestd]`: incremental pull of finished and running jobs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmIngest {
+    /// `http://HOST:PORT` of slurmrestd (with the dbv0.0.38 plugin).
+    pub url: String,
+    /// OpenAPI version in the path (default `v0.0.38`).
+    pub api_version: Option<String>,
+    /// The Slurm user whose token reads every job (an operator or the SlurmUser; default root).
+    pub user: Option<String>,
+    /// Slurm's `jwt_hs256.key`: tokens for `user` are minted with it.
+    pub jwt_key_file: Option<String>,
+    /// Or a file with a token of `user` (`scontrol token`), re-read on every pass.
+    pub token_file: Option<String>,
+    /// Only jobs of this Slurm cluster name (default: every job the endpoint returns).
+    pub cluster_name: Option<String>,
+    /// Time between passes (default 60s).
+    pub interval: Option<String>,
+    /// How far back the first pass reaches (default 1d).
+    pub backfill: Option<String>,
+    /// Units per transaction (default 1000); the watermark moves with the last one.
+    pub batch_size: Option<usize>,
 }
 
 /// `[web]`: the user page at `/` (who am I, my jobs and usage, my API keys). Present = on;

@@ -297,7 +297,7 @@ impl Validator {
         let tokens = self.tokens(raw.tokens);
         let accounting = raw
             .accounting
-            .map(|a| self.accounting(a, &state_dir, &raw.authorization.admin_groups));
+            .map(|a| self.accounting(a, &state_dir, &raw.authorization.admin_groups, &pools));
         let web = raw
             .web
             .map(|w| self.web(w, &authenticators, &routes, &raw.authorization.admin_groups));

@@ -44,6 +44,19 @@ impl JwtKey {
     }
 }
 
+/// A token for `user` signed with Slurm's key, with Slurm's default claim names (`sun`,
+/// `iat`, `exp`): for the gateway's own calls (the accounting ingest), not for requests.
+pub fn mint_token(key: &JwtKey, user: &str, lifetime_secs: i64) -> Result<String, String> {
+    let now = now_secs();
+    let claims = serde_json::json!({ "sun": user, "iat": now, "exp": now + lifetime_secs });
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&key.0),
+    )
+    .map_err(|e| format!("cannot sign a Slurm token: {e}"))
+}
+
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("***")

@@ -182,6 +182,16 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into())
 }
 
+async fn method_not_allowed(req: Request) -> Response {
+    let body = serde_json::json!({
+        "status": "error",
+        "data": null,
+        "errorType": "method_not_allowed",
+        "error": format!("{} is not allowed on {}; see /api/v1/openapi.json", req.method(), req.uri().path()),
+    });
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
 /// `GET /api/v1/health`: 200 when the database answers, 503 otherwise.
 #[utoipa::path(get, path = "/api/v1/health", responses(
     (status = 200, description = "The service and its database answer"),
@@ -206,6 +216,7 @@ pub fn app(state: AppState) -> Router {
         .merge(directory::router())
         .merge(openapi::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             check_secret,

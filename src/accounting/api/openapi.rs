@@ -13,7 +13,11 @@ use crate::accounting::AppState;
     info(
         title = "hpcgate accounting API",
         description = "Compute units, projects, users and usage; compatible with the CEEMS API \
-                       server. Reached through the gateway, which authenticates the caller."
+                       server. Reached through the gateway, which authenticates the caller. \
+                       Every answer is wrapped as {\"status\":\"success\",\"data\":…, \
+                       \"warnings\":[…]} (the bodies below are `data`); every refusal is \
+                       {\"status\":\"error\",\"data\":null,\"errorType\":…,\"error\":…}. \
+                       `from`/`to` are Unix seconds; `*_ts` fields are milliseconds."
     ),
     paths(
         super::health,

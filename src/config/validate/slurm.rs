@@ -188,7 +188,7 @@ impl Validator {
         })
     }
 
-    fn jwt_key(&mut self, key: &str, file: Option<&str>) -> Option<SlurmTokenMode> {
+    pub(super) fn jwt_key(&mut self, key: &str, file: Option<&str>) -> Option<SlurmTokenMode> {
         let field = format!("{key}.jwt_key_file");
         let Some(file) = file else {
             self.err(
@@ -224,7 +224,7 @@ impl Validator {
         }
     }
 
-    fn token_file(&mut self, key: &str, file: Option<&str>) -> Option<SlurmTokenMode> {
+    pub(super) fn token_file(&mut self, key: &str, file: Option<&str>) -> Option<SlurmTokenMode> {
         let field = format!("{key}.token_file");
         let Some(file) = file else {
             self.err(

@@ -121,3 +121,60 @@ async fn upsert_is_idempotent_and_keeps_measured_metrics() {
     assert_eq!(usage[0].alloc_cputime, 800);
     assert!((usage[0].energy_kwh - 1.0).abs() < 1e-9);
 }
+
+async fn usage(db: &Db) -> Vec<(String, i64, i64, f64)> {
+    let all = UnitFilter {
+        from: 0,
+        to: i64::MAX / 2,
+        limit: 100,
+        ..Default::default()
+    };
+    crate::accounting::directory::usage_global(db, Scope::All, &all)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.project, r.num_units, r.alloc_cputime, r.energy_kwh))
+        .collect()
+}
+
+#[tokio::test]
+async fn roll_ups_follow_rewrites_moves_and_measurements() {
+    let (_d, db) = fresh().await;
+    let a = unit("c1", "1", "alice", "physics", 1000);
+    let b = unit("c1", "2", "alice", "physics", 1000);
+    upsert_units(&db, &[a.clone(), b.clone()]).await.unwrap();
+    // Written again: no change.
+    upsert_units(&db, std::slice::from_ref(&a)).await.unwrap();
+    assert_eq!(usage(&db).await, [("physics".into(), 2, 800, 1.0)]);
+    // Moved to another project: one roll-up loses it, the other gains it.
+    let mut moved = b.clone();
+    moved.project = "chemistry".into();
+    upsert_units(&db, &[moved]).await.unwrap();
+    assert_eq!(
+        usage(&db).await,
+        [
+            ("chemistry".into(), 1, 400, 0.5),
+            ("physics".into(), 1, 400, 0.5)
+        ]
+    );
+    // Measured energy replaces what was there.
+    set_metrics(
+        &db,
+        &[(
+            &a,
+            Measured {
+                energy_kwh: Some(2.0),
+                ..Default::default()
+            },
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        usage(&db).await,
+        [
+            ("chemistry".into(), 1, 400, 0.5),
+            ("physics".into(), 1, 400, 2.0)
+        ]
+    );
+}
