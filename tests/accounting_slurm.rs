@@ -56,7 +56,7 @@ async fn all_units(gw: &Gateway) -> Vec<Value> {
 /// Restarts the gateway's process on the same directory (state, database, ports).
 async fn restart(gw: &mut Gateway) {
     let child = Command::new(bin())
-        .args(["serve", "--config"])
+        .args(["serve", "--allow-root", "--config"])
         .arg(gw.dir.path().join("hpcgate.toml"))
         .stdout(Stdio::null())
         .stderr(
