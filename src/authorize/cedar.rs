@@ -84,6 +84,13 @@ pub struct Verdict {
 pub struct Policies {
     set: PolicySet,
     authorizer: Authorizer,
+    /// Parsed once: Cedar parses names with its full grammar (a lexer per call).
+    names: Names,
+    /// The principal and resource entities of recent decisions (building them, with Cedar's
+    /// transitive closure, costs more than the decision), by everything they are made of.
+    entities: moka::sync::Cache<String, std::sync::Arc<Entities>>,
+    /// Whether any policy reads `context.client_ip` (the `ip` value is costly to build).
+    uses_client_ip: bool,
     admin_groups: HashSet<String>,
     /// Where the policies came from, for the log.
     pub source: String,
@@ -95,6 +102,40 @@ impl std::fmt::Debug for Policies {
             .field("source", &self.source)
             .field("count", &self.set.policies().count())
             .finish()
+    }
+}
+
+/// The entity type names and actions every decision uses.
+struct Names {
+    user: EntityTypeName,
+    group: EntityTypeName,
+    route: EntityTypeName,
+    read: EntityUid,
+    write: EntityUid,
+    admin: EntityUid,
+}
+
+impl Names {
+    fn new() -> Result<Self, String> {
+        let ty = |t: &str| EntityTypeName::from_str(t).map_err(|e| e.to_string());
+        let action = ty("Action")?;
+        let act = |a: &str| EntityUid::from_type_name_and_id(action.clone(), EntityId::new(a));
+        Ok(Names {
+            user: ty("User")?,
+            group: ty("Group")?,
+            route: ty("Route")?,
+            read: act("read"),
+            write: act("write"),
+            admin: act("admin"),
+        })
+    }
+
+    fn action(&self, a: Action) -> &EntityUid {
+        match a {
+            Action::Read => &self.read,
+            Action::Write => &self.write,
+            Action::Admin => &self.admin,
+        }
     }
 }
 
@@ -239,12 +280,26 @@ impl Policies {
                 });
             }
         }
+        let names = Names::new().map_err(|reason| {
+            vec![ConfigError {
+                file: "policies".into(),
+                key: "-".into(),
+                reason: format!("built-in entity names: {reason}"),
+            }]
+        })?;
         if !errors.is_empty() {
             return Err(errors);
         }
+        let uses_client_ip = set.to_string().contains("client_ip");
         Ok(Policies {
             set,
             authorizer: Authorizer::new(),
+            names,
+            entities: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(300))
+                .build(),
+            uses_client_ip,
             admin_groups: admin_groups.iter().cloned().collect(),
             source: dir.map_or("embedded default policies".into(), |d| {
                 d.display().to_string()
@@ -274,23 +329,20 @@ impl Policies {
         }
     }
 
-    fn evaluate(
+    /// The principal (with its groups) and the route, as Cedar entities.
+    fn entities_for(
         &self,
         id: &Identity,
-        action: Action,
+        admin: bool,
         route: &RouteFacts<'_>,
-        facts: &Facts<'_>,
-    ) -> Result<Verdict, String> {
-        let uid = |ty: &str, name: &str| -> Result<EntityUid, String> {
-            let ty = EntityTypeName::from_str(ty).map_err(|e| e.to_string())?;
-            Ok(EntityUid::from_type_name_and_id(ty, EntityId::new(name)))
-        };
-        let user = uid("User", id.user())?;
+        user: &EntityUid,
+        resource: &EntityUid,
+    ) -> Result<Entities, String> {
         let groups: HashSet<EntityUid> = id
             .groups()
             .iter()
-            .map(|g| uid("Group", g))
-            .collect::<Result<_, _>>()?;
+            .map(|g| EntityUid::from_type_name_and_id(self.names.group.clone(), EntityId::new(g)))
+            .collect();
         let user_entity = Entity::new(
             user.clone(),
             HashMap::from([
@@ -306,15 +358,11 @@ impl Policies {
                     "via".into(),
                     RestrictedExpression::new_string(id.via().unwrap_or("").into()),
                 ),
-                (
-                    "admin".into(),
-                    RestrictedExpression::new_bool(self.is_admin(id)),
-                ),
+                ("admin".into(), RestrictedExpression::new_bool(admin)),
             ]),
             groups.clone(),
         )
         .map_err(|e| e.to_string())?;
-        let resource = uid("Route", route.name)?;
         let route_entity = Entity::new(
             resource.clone(),
             HashMap::from([
@@ -338,19 +386,49 @@ impl Policies {
         for g in groups {
             entities.push(Entity::new_no_attrs(g, HashSet::new()));
         }
-        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        Entities::from_entities(entities, None).map_err(|e| e.to_string())
+    }
 
+    fn evaluate(
+        &self,
+        id: &Identity,
+        action: Action,
+        route: &RouteFacts<'_>,
+        facts: &Facts<'_>,
+    ) -> Result<Verdict, String> {
+        let n = &self.names;
+        let uid = |ty: &EntityTypeName, name: &str| {
+            EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(name))
+        };
+        let user = uid(&n.user, id.user());
+        let resource = uid(&n.route, route.name);
+        let admin = self.is_admin(id);
+        // Everything the two entities are made of ('\0' cannot occur in any of it).
+        let key = format!(
+            "{}\0{}\0{}\0{}\0{}\0{admin}\0{}\0{}\0{}",
+            id.user(),
+            id.groups().join("\u{1}"),
+            id.method(),
+            id.authenticator(),
+            id.via().unwrap_or(""),
+            route.name,
+            route.kind.as_str(),
+            route.path_prefix,
+        );
+        let entities = match self.entities.get(&key) {
+            Some(e) => e,
+            None => {
+                let e = std::sync::Arc::new(self.entities_for(id, admin, route, &user, &resource)?);
+                self.entities.insert(key, e.clone());
+                e
+            }
+        };
         let local = facts.now + facts.utc_offset;
         let days = local.div_euclid(86_400);
         let hour = local.rem_euclid(86_400) / 3600;
         // 1970-01-01 was a Thursday (ISO weekday 4).
         let weekday = (days + 3).rem_euclid(7) + 1;
-        let ip = facts
-            .client
-            .map(|c| c.to_string())
-            .unwrap_or_else(|| "0.0.0.0".into());
-        let context = Context::from_pairs([
-            ("client_ip".to_string(), RestrictedExpression::new_ip(ip)),
+        let mut pairs = vec![
             (
                 "method".to_string(),
                 RestrictedExpression::new_string(facts.method.into()),
@@ -365,19 +443,20 @@ impl Policies {
                 "weekday".to_string(),
                 RestrictedExpression::new_long(weekday),
             ),
-        ])
-        .map_err(|e| e.to_string())?;
-        let request = Request::new(
-            user,
-            uid("Action", action.as_str())?,
-            resource,
-            context,
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+        ];
+        if self.uses_client_ip {
+            let ip = facts
+                .client
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "0.0.0.0".into());
+            pairs.push(("client_ip".to_string(), RestrictedExpression::new_ip(ip)));
+        }
+        let context = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
+        let request = Request::new(user, n.action(action).clone(), resource, context, None)
+            .map_err(|e| e.to_string())?;
         let response = self
             .authorizer
-            .is_authorized(&request, &self.set, &entities);
+            .is_authorized(&request, &self.set, entities.as_ref());
         let errors: Vec<String> = response.diagnostics().errors().map(one_line).collect();
         let policies: Vec<String> = response
             .diagnostics()
