@@ -294,7 +294,9 @@ def headers_for(row):
 
 
 def to_ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    if m and m.group(2) == "m":
+        return float(m.group(1)) * 60_000
     n, unit = float(m.group(1)), m.group(2)
     return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000
 
@@ -310,8 +312,9 @@ def wrk(url, conns, seconds, headers):
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     total = int(re.search(r"(\d+) requests in", text).group(1))
-    p50 = to_ms(re.search(r"50%\s+(\S+)", text).group(1))
-    p99 = to_ms(re.search(r"99%\s+(\S+)", text).group(1))
+    # Anchored: "68.50%" in the thread stats must not read as the 50th percentile.
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors = re.search(r"Socket errors: (.*)", text)
     return {
