@@ -5,17 +5,8 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use common::*;
 use serde_json::{Value, json};
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// The config body: the service on its socket, a route to it, two clusters.
 fn body(database: &str) -> String {
@@ -92,7 +83,7 @@ async fn uuids(gw: &Gateway, user: &str, path: &str) -> Vec<String> {
 }
 
 fn unit(uuid: &str, user: &str, project: &str, ended: i64) -> Value {
-    let t = now();
+    let t = unix_now();
     json!({
         "cluster_id": "slurm-0", "uuid": uuid, "name": format!("job {uuid}"),
         "username": user, "project": project, "partition": "cpu", "state": "COMPLETED",
@@ -106,7 +97,7 @@ fn unit(uuid: &str, user: &str, project: &str, ended: i64) -> Value {
 /// bob: b1 (physics), b2 (chem), b3 running (physics), b4 three days ago (chem);
 /// carol: c1 (physics), c2 (bio); dave: d1 (bio); erin: e1 (solo).
 async fn seed(gw: &Gateway) {
-    let t = now();
+    let t = unix_now();
     let units = json!([
         unit("b1", "bob", "physics", t - 3600),
         unit("b2", "bob", "chem", t - 7200),
@@ -158,7 +149,7 @@ async fn whole_api(database: &str) {
         uuids(&gw, "bob", "/api/v1/units?running").await,
         ["b1", "b2", "b3", "c1"]
     );
-    let (from, to) = (now() - 4 * 86_400, now());
+    let (from, to) = (unix_now() - 4 * 86_400, unix_now());
     let path = format!("/api/v1/units?from={from}&to={to}&project=chem");
     assert_eq!(uuids(&gw, "bob", &path).await, ["b2", "b4"]);
     // As in CEEMS, one bound alone means a day from it.
@@ -172,7 +163,7 @@ async fn whole_api(database: &str) {
     let d = data(&gw, "erin", "/api/v1/units").await;
     let e1 = &d[0];
     assert_eq!(e1["ended_at_ts"].as_i64().unwrap() % 1000, 0);
-    assert!(e1["ended_at_ts"].as_i64().unwrap() / 1000 > now() - 1000);
+    assert!(e1["ended_at_ts"].as_i64().unwrap() / 1000 > unix_now() - 1000);
     assert_eq!(e1["elapsed"], "00:16:40");
     assert_eq!(e1["allocation"]["cpus"], 4);
     assert_eq!(e1["total_cpu_emissions_gms"]["total"], 12.5);
@@ -378,13 +369,13 @@ async fn whole_api(database: &str) {
         "POST",
         "bob",
         "/api/v1/units",
-        Some(json!([unit("x1", "bob", "chem", now())])),
+        Some(json!([unit("x1", "bob", "chem", unix_now())])),
     )
     .await;
     assert_eq!(status, 403);
-    let mut bad = unit("x3", "bob", "chem", now() - 10);
+    let mut bad = unit("x3", "bob", "chem", unix_now() - 10);
     bad["created_at"] = json!("yesterday");
-    let push = json!([unit("x2", "bob", "chem", now() - 10), bad]);
+    let push = json!([unit("x2", "bob", "chem", unix_now() - 10), bad]);
     let (status, v) = send(&gw, "POST", "ingest", "/api/v1/units", Some(push)).await;
     assert_eq!(status, 400, "{v}");
     assert!(
@@ -394,7 +385,7 @@ async fn whole_api(database: &str) {
             .starts_with("units[1].created_at"),
         "{v}"
     );
-    let mut unknown = unit("x4", "bob", "chem", now() - 10);
+    let mut unknown = unit("x4", "bob", "chem", unix_now() - 10);
     unknown["cluster_id"] = json!("nowhere");
     let (status, v) = send(
         &gw,
@@ -432,7 +423,7 @@ async fn whole_api(database: &str) {
     // the roll-ups, and none of the pushes fails.
     let batch = json!(
         (0..20)
-            .map(|i| unit(&format!("k{i}"), "erin", "conc", now() - 100))
+            .map(|i| unit(&format!("k{i}"), "erin", "conc", unix_now() - 100))
             .collect::<Vec<_>>()
     );
     let mut pushes = tokio::task::JoinSet::new();

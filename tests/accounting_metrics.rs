@@ -6,7 +6,7 @@ mod common;
 
 use std::fmt::Write as _;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -72,10 +72,7 @@ impl Drop for Prom {
 
 #[tokio::test]
 async fn energy_and_emissions_from_prometheus_match_hand_computed_values() {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = unix_now();
     // Two days ago, on the hour: old enough for backfilled blocks.
     let t0 = (now - 2 * 86_400) / 3600 * 3600;
     // m1 ran an hour at 250 W and 40 % CPU; m2 half an hour at 100 W and 90 % CPU.
