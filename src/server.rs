@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use pingora::listeners::TcpSocketOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{
+    DEFAULT_L4_WRITE_BUFFER_SIZE, L4BufferSettings, ListenerConfig, TcpSocketOptions,
+};
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::BackgroundService;
@@ -16,6 +18,16 @@ use crate::route::{RouteEntry, Router};
 use crate::sanitize::Sanitizer;
 use crate::tls::CertStore;
 use crate::upstream::Pool;
+
+/// Each client connection's transport buffers. Pingora's default puts a 64 KiB read buffer
+/// in front of every accepted socket; the HTTP layer reads request heads into its own
+/// buffer anyway, so that one only costs memory (most of the ~60 KiB each held keep-alive
+/// connection took) and a copy of every byte. Writes keep the small default buffer, which
+/// joins a response's head and body into one send.
+const L4_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: Some(DEFAULT_L4_WRITE_BUFFER_SIZE),
+};
 
 /// Builds everything requests need from a config. Fails (with a reason) rather than
 /// half-building.
@@ -278,26 +290,25 @@ pub fn run(
             o.ipv6_only = Some(true);
             o
         });
-        match &l.tls {
-            Some(files) => {
-                let mut tls = TlsSettings::intermediate("", "")
-                    .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
-                let store = Arc::new(CertStore::new(files.loaded.clone()));
-                certs.push((l.address, store.clone()));
-                tls.set_cert_resolver(store);
-                if let Some(cas) = &l.client_ca {
-                    tls.set_client_cert_verifier(client_verifier(cas)?);
-                }
-                if l.http2 {
-                    tls.enable_h2();
-                }
-                svc.add_tls_with_settings(&addr, sock_opt, tls);
-            }
-            None => match sock_opt {
-                Some(o) => svc.add_tcp_with_settings(&addr, o),
-                None => svc.add_tcp(&addr),
-            },
+        let mut endpoint = ListenerConfig::tcp(addr.clone()).l4_buffer(L4_BUFFERS);
+        if let Some(o) = sock_opt {
+            endpoint = endpoint.tcp_socket_options(o);
         }
+        if let Some(files) = &l.tls {
+            let mut tls = TlsSettings::intermediate("", "")
+                .map_err(|e| format!("TLS settings for {addr}: {e}"))?;
+            let store = Arc::new(CertStore::new(files.loaded.clone()));
+            certs.push((l.address, store.clone()));
+            tls.set_cert_resolver(store);
+            if let Some(cas) = &l.client_ca {
+                tls.set_client_cert_verifier(client_verifier(cas)?);
+            }
+            if l.http2 {
+                tls.enable_h2();
+            }
+            endpoint = endpoint.tls(tls);
+        }
+        svc.add_listener(endpoint);
     }
     server.add_service(svc);
     server.add_service(pingora::services::background::background_service(
