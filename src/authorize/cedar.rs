@@ -91,6 +91,14 @@ pub struct Policies {
     entities: moka::sync::Cache<String, std::sync::Arc<Entities>>,
     /// Whether any policy reads `context.client_ip` (the `ip` value is costly to build).
     uses_client_ip: bool,
+    /// The context attributes some policy reads; `None` when a policy uses `context` as a
+    /// whole (then every attribute counts).
+    context_reads: Option<HashSet<String>>,
+    /// Recent verdicts, by the entities' key, the action and the values of the context
+    /// attributes the policies read: a decision is a pure function of those, and with the
+    /// usual policies (which read no per-request attribute) one key serves every request of
+    /// a user on a route.
+    verdicts: moka::sync::Cache<String, Verdict>,
     admin_groups: HashSet<String>,
     /// Where the policies came from, for the log.
     pub source: String,
@@ -150,6 +158,45 @@ fn one_line(s: impl std::fmt::Display) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The attributes of `context` the policies read (`context.x`, `context has x`), from their
+/// JSON form; `None` when one uses `context` any other way (or the set cannot be shown as
+/// JSON), which makes every attribute count.
+fn context_reads(set: &PolicySet) -> Option<HashSet<String>> {
+    fn is_context(v: &serde_json::Value) -> bool {
+        v.get("Var").and_then(|x| x.as_str()) == Some("context")
+    }
+    fn walk(v: &serde_json::Value, out: &mut HashSet<String>) -> bool {
+        match v {
+            serde_json::Value::Object(map) => {
+                if is_context(v) {
+                    return false;
+                }
+                for (op, inner) in map {
+                    let left = inner.get("left");
+                    if matches!(op.as_str(), "." | "has") && left.is_some_and(is_context) {
+                        match inner.get("attr").and_then(|a| a.as_str()) {
+                            Some(attr) => {
+                                out.insert(attr.to_string());
+                            }
+                            None => return false,
+                        }
+                        continue;
+                    }
+                    if !walk(inner, out) {
+                        return false;
+                    }
+                }
+                true
+            }
+            serde_json::Value::Array(items) => items.iter().all(|i| walk(i, out)),
+            _ => true,
+        }
+    }
+    let json = set.clone().to_json().ok()?;
+    let mut out = HashSet::new();
+    walk(&json, &mut out).then_some(out)
 }
 
 impl Policies {
@@ -290,7 +337,10 @@ impl Policies {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let uses_client_ip = set.to_string().contains("client_ip");
+        let context_reads = context_reads(&set);
+        let uses_client_ip = context_reads
+            .as_ref()
+            .is_none_or(|reads| reads.contains("client_ip"));
         Ok(Policies {
             set,
             authorizer: Authorizer::new(),
@@ -300,6 +350,11 @@ impl Policies {
                 .time_to_live(std::time::Duration::from_secs(300))
                 .build(),
             uses_client_ip,
+            context_reads,
+            verdicts: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(300))
+                .build(),
             admin_groups: admin_groups.iter().cloned().collect(),
             source: dir.map_or("embedded default policies".into(), |d| {
                 d.display().to_string()
@@ -415,6 +470,36 @@ impl Policies {
             route.kind.as_str(),
             route.path_prefix,
         );
+        let local = facts.now + facts.utc_offset;
+        let days = local.div_euclid(86_400);
+        let hour = local.rem_euclid(86_400) / 3600;
+        // 1970-01-01 was a Thursday (ISO weekday 4).
+        let weekday = (days + 3).rem_euclid(7) + 1;
+        let reads = |attr: &str| {
+            self.context_reads
+                .as_ref()
+                .is_none_or(|reads| reads.contains(attr))
+        };
+        let mut verdict_key = format!("{key}\0{}", action.as_str());
+        {
+            use std::fmt::Write;
+            for (attr, value) in [("method", facts.method), ("path", facts.path)] {
+                if reads(attr) {
+                    let _ = write!(verdict_key, "\0{attr}={value}");
+                }
+            }
+            for (attr, value) in [("now", facts.now), ("hour", hour), ("weekday", weekday)] {
+                if reads(attr) {
+                    let _ = write!(verdict_key, "\0{attr}={value}");
+                }
+            }
+            if self.uses_client_ip {
+                let _ = write!(verdict_key, "\0client_ip={:?}", facts.client);
+            }
+        }
+        if let Some(v) = self.verdicts.get(&verdict_key) {
+            return Ok(v);
+        }
         let entities = match self.entities.get(&key) {
             Some(e) => e,
             None => {
@@ -423,11 +508,6 @@ impl Policies {
                 e
             }
         };
-        let local = facts.now + facts.utc_offset;
-        let days = local.div_euclid(86_400);
-        let hour = local.rem_euclid(86_400) / 3600;
-        // 1970-01-01 was a Thursday (ISO weekday 4).
-        let weekday = (days + 3).rem_euclid(7) + 1;
         let mut pairs = vec![
             (
                 "method".to_string(),
@@ -463,11 +543,13 @@ impl Policies {
             .reason()
             .map(|p| p.to_string())
             .collect();
-        Ok(Verdict {
+        let verdict = Verdict {
             allow: response.decision() == Decision::Allow && errors.is_empty(),
             policies,
             errors,
-        })
+        };
+        self.verdicts.insert(verdict_key, verdict.clone());
+        Ok(verdict)
     }
 }
 
@@ -711,5 +793,91 @@ pub mod tests {
                 .any(|e| e.contains("zz-unknown-attr.cedar:line 4:") && e.contains("shoe_size")),
             "{text:?}"
         );
+    }
+
+    #[test]
+    fn the_context_attributes_policies_read_are_found() {
+        let p = Policies::load(Some(shipped_with_examples().path()), &[]).unwrap();
+        let reads = p.context_reads.clone().unwrap();
+        let mut reads: Vec<_> = reads.into_iter().collect();
+        reads.sort();
+        assert_eq!(reads, ["client_ip", "hour", "weekday"]);
+        let p = Policies::load(None, &[]).unwrap();
+        assert_eq!(
+            p.context_reads,
+            Some(HashSet::new()),
+            "the defaults read none"
+        );
+        assert!(!p.uses_client_ip);
+    }
+
+    #[test]
+    fn remembered_verdicts_still_follow_every_attribute_a_policy_reads() {
+        let with_schema = || {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("schema.cedarschema"), EMBEDDED_SCHEMA).unwrap();
+            dir
+        };
+        let dir = with_schema();
+        std::fs::write(
+            dir.path().join("p.cedar"),
+            r#"@id("all") permit (principal, action, resource);
+@id("no-admin-path") forbid (principal, action, resource)
+when { context.path like "/admin*" || context.method == "DELETE" };
+"#,
+        )
+        .unwrap();
+        let p = Policies::load(Some(dir.path()), &[]).unwrap();
+        let mut reads: Vec<_> = p.context_reads.clone().unwrap().into_iter().collect();
+        reads.sort();
+        assert_eq!(reads, ["method", "path"]);
+        let bob = Identity::for_test("bob", USER);
+        let route = RouteFacts {
+            name: "slurm",
+            kind: Slurmrestd,
+            path_prefix: "/",
+        };
+        let decide = |method: &str, path: &str| {
+            p.decide(
+                &bob,
+                Read,
+                &route,
+                &Facts {
+                    client: None,
+                    method,
+                    path,
+                    now: at(1, 10),
+                    utc_offset: 0,
+                },
+            )
+            .allow
+        };
+        // Twice each: the second answer comes from the verdict cache.
+        for _ in 0..2 {
+            assert!(decide("GET", "/jobs"));
+            assert!(!decide("GET", "/admin/x"));
+            assert!(!decide("DELETE", "/jobs"));
+            assert!(decide("GET", "/jobs/admin"));
+        }
+        // Another user, another entity: not mixed up with bob's verdicts.
+        let admin_only = with_schema();
+        std::fs::write(
+            admin_only.path().join("p.cedar"),
+            "permit (principal, action, resource) when { principal.admin };\n",
+        )
+        .unwrap();
+        let p = Policies::load(Some(admin_only.path()), &["hpc-admins".into()]).unwrap();
+        let f = Facts {
+            client: None,
+            method: "GET",
+            path: "/",
+            now: at(1, 10),
+            utc_offset: 0,
+        };
+        let alice = Identity::for_test("alice", &["hpc-admins"]);
+        for _ in 0..2 {
+            assert!(p.decide(&alice, Read, &route, &f).allow);
+            assert!(!p.decide(&bob, Read, &route, &f).allow);
+        }
     }
 }
