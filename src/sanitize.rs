@@ -5,7 +5,8 @@
 //! Content-Length together with Transfer-Encoding; a Transfer-Encoding other than `chunked`;
 //! control bytes in header values; `Host` twice, or missing on HTTP/1.1; an absolute-form
 //! target (or h2 `:authority`) that disagrees with `Host`; two `Authorization` headers; and
-//! paths with `..`/`.` segments, `//`, `\`, control bytes, or encoded `/`, `\`, `.` or NUL.
+//! paths with `..`/`.` segments (also as `..;x`, the servlet path-parameter form), `//`, `\`,
+//! control bytes, or encoded `/`, `\`, `.` or NUL.
 //!
 //! Identity headers are matched case-insensitively with `_` ≡ `-`, so `X_Grafana_User` goes
 //! the same way as `x-grafana-user`.
@@ -194,13 +195,27 @@ pub fn check_path(raw: &[u8]) -> Result<(), Rejection> {
             )));
         }
     }
-    if path
-        .split(|&b| b == b'/')
-        .any(|seg| seg == b".." || seg == b".")
-    {
+    // Servlet containers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they
+    // resolve dot segments: to them `/public/..;/admin` is `/admin`, which we would route (and
+    // authenticate) as `/public`. So `..;x` and `.;x` (`;` also as `%3b`) count as dot segments.
+    if path.split(|&b| b == b'/').any(|seg| {
+        let seg = without_parameters(seg);
+        seg == b".." || seg == b"."
+    }) {
         return Err(bad("`.` or `..` segment in the request path"));
     }
     Ok(())
+}
+
+/// A path segment without its `;parameters` (`;` literal or encoded as `%3b`).
+fn without_parameters(seg: &[u8]) -> &[u8] {
+    let semicolon = seg.iter().position(|&b| b == b';');
+    let encoded = seg.windows(3).position(|w| w.eq_ignore_ascii_case(b"%3b"));
+    match (semicolon, encoded) {
+        (Some(a), Some(b)) => &seg[..a.min(b)],
+        (Some(a), None) | (None, Some(a)) => &seg[..a],
+        (None, None) => seg,
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +254,11 @@ mod tests {
             "/a%252e",
             "x",
             "/a#b",
+            "/public/..;/admin",
+            "/public/..;jsessionid=x/admin",
+            "/public/.;/x",
+            "/public/..%3b/admin",
+            "/public/..%3B/admin",
         ] {
             assert!(check_path(p.as_bytes()).is_err(), "{p} should be refused");
         }
@@ -247,6 +267,8 @@ mod tests {
             "/a/b",
             "/a/b/",
             "/a?x=../..",
+            "/a;v=1/b",
+            "/a/..x;/b",
             "/api/v1/query?query=up%7Bjob%3D%22a%22%7D",
         ] {
             assert!(check_path(p.as_bytes()).is_ok(), "{p} should pass");
