@@ -1,0 +1,906 @@
+//! Request smuggling and path confusion, sent as raw bytes (HTTP/1.1 over TCP, HTTP/2 frames
+//! over TLS) to the real gateway, in front of a raw TCP upstream that records every byte.
+//!
+//! Each case either is refused with a 4xx, or reaches the upstream as exactly one
+//! unambiguous request (one request line, no leftover bytes, never Transfer-Encoding with
+//! Content-Length), authenticated as the gateway decided: the smuggled request (to
+//! `/admin/smuggled`) never reaches the upstream, and identity headers come only from the
+//! gateway. Adding a case is one line in a table.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One request as the raw upstream framed it.
+#[derive(Debug, Clone)]
+struct Framed {
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Framed {
+    fn request_line(&self) -> &str {
+        self.head.lines().next().unwrap_or("")
+    }
+    fn headers(&self, name: &str) -> Vec<String> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Recorded {
+    requests: Vec<Framed>,
+    /// Bytes the upstream could not frame as HTTP/1.1 (or a framing it found ambiguous).
+    garbage: Vec<String>,
+    /// Bytes received but not yet a whole request, per open connection.
+    pending: Vec<Arc<Mutex<Vec<u8>>>>,
+    /// Requests cut off by the gateway closing the connection (an aborted request, which
+    /// the upstream discards: harmless, unlike bytes left on a connection kept open).
+    truncated: Vec<String>,
+}
+
+/// A raw TCP upstream: frames requests strictly (CRLF lines, one Content-Length or chunked,
+/// never both), records them, answers each `200 OK` with a Content-Length, keeps alive.
+struct RawUpstream {
+    addr: std::net::SocketAddr,
+    rec: Arc<Mutex<Recorded>>,
+}
+
+impl RawUpstream {
+    async fn start() -> RawUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rec: Arc<Mutex<Recorded>> = Arc::default();
+        let r = rec.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let pending: Arc<Mutex<Vec<u8>>> = Arc::default();
+                r.lock().unwrap().pending.push(pending.clone());
+                let r = r.clone();
+                tokio::spawn(async move {
+                    serve_raw(sock, r.clone(), pending.clone()).await;
+                    let mut rec = r.lock().unwrap();
+                    rec.pending.retain(|p| !Arc::ptr_eq(p, &pending));
+                    let left = std::mem::take(&mut *pending.lock().unwrap());
+                    if !left.is_empty() {
+                        rec.truncated
+                            .push(String::from_utf8_lossy(&left).into_owned());
+                    }
+                });
+            }
+        });
+        RawUpstream { addr, rec }
+    }
+
+    /// Everything recorded since the last call (waits for in-flight bytes to settle):
+    /// requests, unframable bytes, bytes pending on open connections.
+    async fn take(&self) -> (Vec<Framed>, Vec<String>, usize) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut r = self.rec.lock().unwrap();
+        let pending = r.pending.iter().map(|p| p.lock().unwrap().len()).sum();
+        (
+            std::mem::take(&mut r.requests),
+            std::mem::take(&mut r.garbage),
+            pending,
+        )
+    }
+
+    /// Requests the gateway cut off by closing the connection, since the last call.
+    fn take_truncated(&self) -> Vec<String> {
+        std::mem::take(&mut self.rec.lock().unwrap().truncated)
+    }
+}
+
+async fn serve_raw(
+    mut sock: tokio::net::TcpStream,
+    rec: Arc<Mutex<Recorded>>,
+    pending: Arc<Mutex<Vec<u8>>>,
+) {
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut answers = 0;
+        {
+            let mut buf = pending.lock().unwrap();
+            buf.extend_from_slice(&chunk[..n]);
+            loop {
+                match frame(&buf) {
+                    Frame::Incomplete => break,
+                    Frame::Bad(why) => {
+                        rec.lock()
+                            .unwrap()
+                            .garbage
+                            .push(format!("{why}: {:?}", String::from_utf8_lossy(&buf)));
+                        buf.clear();
+                        break;
+                    }
+                    Frame::Done(req, used) => {
+                        rec.lock().unwrap().requests.push(req);
+                        buf.drain(..used);
+                        answers += 1;
+                    }
+                }
+            }
+        }
+        for _ in 0..answers {
+            let reply =
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+            if sock.write_all(reply).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+enum Frame {
+    Incomplete,
+    Bad(&'static str),
+    Done(Framed, usize),
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Frames one request at the start of `buf`, as a strict HTTP/1.1 server would.
+fn frame(buf: &[u8]) -> Frame {
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        return Frame::Incomplete;
+    };
+    let head_bytes = &buf[..end];
+    if head_bytes
+        .iter()
+        .any(|&b| (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t') || b == 0x7f)
+    {
+        return Frame::Bad("control bytes in the head");
+    }
+    let head = String::from_utf8_lossy(head_bytes).into_owned();
+    if head.split("\r\n").any(|l| l.contains('\n')) {
+        return Frame::Bad("bare LF in the head");
+    }
+    let line = head.lines().next().unwrap_or("");
+    let parts: Vec<&str> = line.split(' ').collect();
+    if parts.len() != 3 || !parts[2].starts_with("HTTP/1.") {
+        return Frame::Bad("not a request line");
+    }
+    let req = Framed {
+        head: head.clone(),
+        body: Vec::new(),
+    };
+    let cl = req.headers("content-length");
+    let te = req.headers("transfer-encoding");
+    let rest = &buf[end + 4..];
+    match (cl.len(), te.len()) {
+        (0, 0) => Frame::Done(req, end + 4),
+        (1, 0) => {
+            let Ok(n) = cl[0].parse::<usize>() else {
+                return Frame::Bad("Content-Length is not a number");
+            };
+            if rest.len() < n {
+                return Frame::Incomplete;
+            }
+            Frame::Done(
+                Framed {
+                    body: rest[..n].to_vec(),
+                    ..req
+                },
+                end + 4 + n,
+            )
+        }
+        (0, 1) if te[0].eq_ignore_ascii_case("chunked") => {
+            let mut at = 0;
+            let mut body = Vec::new();
+            loop {
+                let Some(eol) = find(&rest[at..], b"\r\n") else {
+                    return Frame::Incomplete;
+                };
+                let size_txt = String::from_utf8_lossy(&rest[at..at + eol]).into_owned();
+                let size_txt = size_txt.split(';').next().unwrap_or("").trim().to_string();
+                let Ok(size) = usize::from_str_radix(&size_txt, 16) else {
+                    return Frame::Bad("bad chunk size");
+                };
+                at += eol + 2;
+                if size == 0 {
+                    // No trailers expected: the final CRLF.
+                    if rest.len() < at + 2 {
+                        return Frame::Incomplete;
+                    }
+                    if &rest[at..at + 2] != b"\r\n" {
+                        return Frame::Bad("trailers or junk after the last chunk");
+                    }
+                    return Frame::Done(Framed { body, ..req }, end + 4 + at + 2);
+                }
+                if rest.len() < at + size + 2 {
+                    return Frame::Incomplete;
+                }
+                body.extend_from_slice(&rest[at..at + size]);
+                if &rest[at + size..at + size + 2] != b"\r\n" {
+                    return Frame::Bad("chunk not followed by CRLF");
+                }
+                at += size + 2;
+            }
+        }
+        _ => Frame::Bad(
+            "ambiguous framing: several lengths, or Content-Length with Transfer-Encoding",
+        ),
+    }
+}
+
+/// What a case must produce.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Want {
+    /// The gateway's own refusal: this status with a JSON error body; the upstream sees nothing.
+    Json(u16),
+    /// pingora refuses it before any gateway callback runs: a bare status without a body
+    /// (pingora 0.9's `read_request`/`validate_request` and its CONNECT check answer 400 or
+    /// 405 themselves and offer no hook to write one); the upstream sees nothing.
+    Bare(u16),
+    /// Exactly one request reaches the upstream, on this path, as `user` (None: public).
+    Pass(&'static str, Option<&'static str>),
+}
+
+const SMUGGLED: &str = "GET /admin/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+fn basic_alice() -> String {
+    basic("alice", ALICE_PW)
+}
+
+/// The HTTP/1.1 corpus: (name, raw request, expected outcome). `@ALICE@` becomes alice's
+/// Basic credentials; `@SMUGGLED@` a whole unauthenticated request to the protected route.
+#[rustfmt::skip]
+const H1_CASES: &[(&str, &str, Want)] = &[
+    // Baselines.
+    ("plain public GET", "GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/x", None)),
+    ("authenticated admin GET", "GET /admin/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: @ALICE@\r\n\r\n", Want::Pass("/admin/x", Some("alice"))),
+    ("admin without credentials", "GET /admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(401)),
+    ("chunked body", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", Want::Pass("/public/x", None)),
+    // CL.TE and TE.CL: both framings, in either order.
+    ("CL.TE", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 54\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Json(400)),
+    ("TE.CL", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n31\r\n@SMUGGLED@\r\n0\r\n\r\n", Want::Json(400)),
+    ("TE.CL, CL spelled oddly", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\ncontent-LENGTH: 3\r\n\r\n31\r\n@SMUGGLED@\r\n0\r\n\r\n", Want::Json(400)),
+    // TE.TE: obfuscated Transfer-Encoding, with a Content-Length the other reading would use.
+    ("TE with space before colon", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 54\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("TE xchunked", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("TE chunked, identity", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("TE identity, chunked", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Json(400)),
+    ("TE with a tab", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding:\tchunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", Want::Pass("/public/x", None)),
+    ("TE upper case", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTRANSFER-ENCODING: CHUNKED\r\n\r\n3\r\nabc\r\n0\r\n\r\n", Want::Pass("/public/x", None)),
+    ("TE twice", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Json(400)),
+    ("TE chunked then identity", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: identity\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("TE with a vertical tab", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding:\x0bchunked\r\nContent-Length: 54\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("TE on HTTP/1.0", "POST /public/x HTTP/1.0\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    // Content-Length: duplicated, comma-joined, signed, hex.
+    ("CL twice, equal", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc", Want::Json(400)),
+    ("CL twice, different", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nContent-Length: 49\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("CL comma-joined, equal", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3, 3\r\n\r\nabc", Want::Json(400)),
+    ("CL comma-joined, different", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0, 49\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("CL with a plus sign", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: +3\r\n\r\nabc", Want::Bare(400)),
+    ("CL in hex", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0x3\r\n\r\nabc", Want::Bare(400)),
+    // obs-fold: a continuation line, hiding a TE or an identity header.
+    ("obs-fold", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Note: a\r\n b\r\n\r\n", Want::Bare(400)),
+    ("obs-fold hiding TE", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 54\r\nX-Note: a\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("obs-fold hiding an identity header", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Note: a\r\n\tX-Forwarded-User: root\r\n\r\n", Want::Bare(400)),
+    // Bare LF line endings: read as line ends, sent on with CRLF.
+    ("bare LF everywhere", "GET /public/x HTTP/1.1\nHost: localhost\n\n", Want::Pass("/public/x", None)),
+    ("bare LF splitting TE and CL", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\nContent-Length: 54\r\n\r\n0\r\n\r\n@SMUGGLED@", Want::Json(400)),
+    ("bare CR in a value", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Note: a\rX-Forwarded-User: root\r\n\r\n", Want::Bare(400)),
+    // Control bytes in names and values.
+    ("NUL in a value", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Note: a\0b\r\n\r\n", Want::Bare(400)),
+    ("NUL in a name", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-No\0te: a\r\n\r\n", Want::Bare(400)),
+    ("SOH in a value", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Note: a\x01b\r\n\r\n", Want::Bare(400)),
+    ("DEL in a value", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Note: a\x7fb\r\n\r\n", Want::Bare(400)),
+    ("ESC in a name", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-\x1bNote: a\r\n\r\n", Want::Bare(400)),
+    ("space in a name", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX Forwarded-User: root\r\n\r\n", Want::Bare(400)),
+    ("underscore spoof of an identity header", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX_Forwarded_User: root\r\nx-forwarded-user: root\r\n\r\n", Want::Pass("/public/x", None)),
+    // Host: twice, absent, odd.
+    ("Host twice", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n", Want::Bare(400)),
+    ("Host twice, equal", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n", Want::Bare(400)),
+    ("Host absent on HTTP/1.1", "GET /public/x HTTP/1.1\r\nUser-Agent: t\r\n\r\n", Want::Json(400)),
+    ("Host absent on HTTP/1.0", "GET /public/x HTTP/1.0\r\n\r\n", Want::Pass("/public/x", None)),
+    ("Host with userinfo", "GET /public/x HTTP/1.1\r\nHost: alice@localhost\r\n\r\n", Want::Bare(400)),
+    ("Host empty", "GET /public/x HTTP/1.1\r\nHost: \r\n\r\n", Want::Json(400)),
+    // Absolute-form targets.
+    ("absolute form, other host", "GET http://evil.example/public/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Bare(400)),
+    ("absolute form, same host", "GET http://localhost/public/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/x", None)),
+    ("absolute form to the protected route", "GET http://localhost/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(401)),
+    ("absolute form with userinfo", "GET http://alice@localhost/public/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Bare(400)),
+    ("absolute form without Host", "GET http://localhost/public/x HTTP/1.1\r\n\r\n", Want::Json(400)),
+    ("CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", Want::Bare(405)),
+    ("asterisk form", "OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    // Path confusion: public prefix, protected target.
+    ("dot-dot", "GET /public/../admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("dot segment", "GET /public/./x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("encoded dot-dot", "GET /public/%2e%2e/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("encoded dot-dot, upper case", "GET /public/%2E%2E/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("half-encoded dot-dot", "GET /public/.%2e/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("double-encoded dot-dot", "GET /public/%252e%252e/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("encoded slash", "GET /public/..%2fadmin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("encoded backslash", "GET /public/..%5cadmin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("backslash", "GET /public\\..\\admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("double slash", "GET //admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("double slash inside", "GET /public//x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("path parameter dot-dot", "GET /public/..;/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("path parameter dot-dot with a value", "GET /public/..;jsessionid=1/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("path parameter dot", "GET /public/.;/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("path parameter on the protected prefix", "GET /admin;x=1/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(404)),
+    ("encoded semicolon dot-dot", "GET /public/..%3b/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("encoded NUL", "GET /public/x%00.json HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    // The fragment never leaves the gateway: routed (and forwarded) as the path before it.
+    ("fragment", "GET /public/x#/../../admin HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/x", None)),
+    ("dot-dot in the query is data", "GET /public/x?next=../admin HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/x?next=../admin", None)),
+    ("relative target", "GET public/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    // Pipelining: the second request is a request of its own and goes through auth.
+    ("pipelined smuggle attempt", "GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n@SMUGGLED@", Want::Pass("/public/x", None)),
+];
+
+fn render(raw: &str) -> Vec<u8> {
+    raw.replace("@ALICE@", &basic_alice())
+        .replace("@SMUGGLED@", SMUGGLED)
+        .into_bytes()
+}
+
+/// A parsed HTTP/1.1 response: status, lower-case headers, body.
+type Response = (u16, Vec<(String, String)>, String);
+
+/// Sends `req` on a fresh connection; returns every response read until the gateway closes
+/// the connection or stays quiet for a moment.
+async fn exchange(port: u16, req: &[u8]) -> Vec<Response> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(req).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        // A response comes quickly; a quiet connection has said everything.
+        match tokio::time::timeout(Duration::from_millis(400), s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    split_responses(&buf)
+}
+
+/// Splits a byte stream of HTTP/1.1 responses (Content-Length framed, as ours are).
+fn split_responses(mut buf: &[u8]) -> Vec<Response> {
+    let mut out = Vec::new();
+    while let Some(end) = find(buf, b"\r\n\r\n") {
+        let (status, headers, _) = parse_raw(&String::from_utf8_lossy(&buf[..end + 4]));
+        let len = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0usize)
+            .min(buf.len() - end - 4);
+        let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+        out.push((status, headers, body));
+        buf = &buf[end + 4 + len..];
+    }
+    out
+}
+
+/// Checks what the upstream saw: at most `max` requests, each unambiguous, none smuggled,
+/// identity headers only as the gateway wrote them.
+fn check_upstream(name: &str, seen: &[Framed], garbage: &[String], pending: usize) {
+    assert!(
+        garbage.is_empty(),
+        "{name}: the upstream could not frame: {garbage:?}"
+    );
+    assert_eq!(
+        pending, 0,
+        "{name}: bytes left over at the upstream (a smuggled fragment)"
+    );
+    for r in seen {
+        let line = r.request_line();
+        assert!(
+            !line.contains("/admin/smuggled"),
+            "{name}: the smuggled request reached the upstream: {seen:#?}"
+        );
+        assert!(
+            r.headers("content-length").is_empty() || r.headers("transfer-encoding").is_empty(),
+            "{name}: the upstream got both Content-Length and Transfer-Encoding: {}",
+            r.head
+        );
+        assert!(
+            r.headers("host").len() == 1,
+            "{name}: one Host upstream: {}",
+            r.head
+        );
+        let users = r.headers("x-forwarded-user");
+        assert!(
+            r.head
+                .split("\r\n")
+                .all(|l| !l.to_ascii_lowercase().starts_with("x_forwarded")),
+            "{name}: an identity header spelled with _ reached the upstream: {}",
+            r.head
+        );
+        if line.contains(" /admin") {
+            assert_eq!(
+                users,
+                vec!["alice"],
+                "{name}: protected request without the gateway's identity: {}",
+                r.head
+            );
+        } else {
+            assert!(
+                users.is_empty(),
+                "{name}: a public request carries a user: {}",
+                r.head
+            );
+        }
+        // The body framed upstream must not itself hold a request for the upstream to find.
+        assert!(
+            find(&r.body, b" HTTP/1.1\r\n").is_none(),
+            "{name}: a request rode in the body: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+}
+
+/// Sends one case and checks the answer and what the upstream saw; the failure, if any.
+async fn run_case(
+    gw: &Gateway,
+    up: &RawUpstream,
+    name: &str,
+    req: &[u8],
+    want: Want,
+) -> Option<String> {
+    let responses = exchange(gw.plain_port, req).await;
+    let (seen, garbage, pending) = up.take().await;
+    check_upstream(name, &seen, &garbage, pending);
+    let Some((status, headers, body)) = responses.first() else {
+        return Some(format!("{name}: no response at all"));
+    };
+    let ok = match want {
+        Want::Json(code) => {
+            let json = serde_json::from_str::<serde_json::Value>(body).ok();
+            let ok = *status == code
+                && json.as_ref().is_some_and(|j| j["status"] == "error")
+                && seen.is_empty();
+            // A refused ambiguous request ends the connection: nothing after it is read.
+            let closed = code != 400
+                || headers
+                    .iter()
+                    .any(|(k, v)| k == "connection" && v == "close");
+            ok && closed && responses.len() == 1
+        }
+        Want::Bare(code) => {
+            *status == code && body.is_empty() && seen.is_empty() && responses.len() == 1
+        }
+        Want::Pass(path, user) => {
+            seen.len() == 1
+                && *status == 200
+                && seen[0].request_line().split(' ').nth(1) == Some(path)
+                && seen[0]
+                    .headers("x-forwarded-user")
+                    .first()
+                    .map(String::as_str)
+                    == user
+        }
+    };
+    // pingora (pipelining off, its default) answers the first request, drops the bytes
+    // after it and closes: a pipelined request is neither answered nor forwarded.
+    if !ok || responses.len() != 1 {
+        return Some(format!(
+            "{name}: want {want:?}, got {:?} upstream saw {:?}",
+            responses
+                .iter()
+                .map(|(s, _, b)| format!("{s} {b}"))
+                .collect::<Vec<_>>(),
+            seen.iter().map(|r| r.head.clone()).collect::<Vec<_>>()
+        ));
+    }
+    None
+}
+
+fn gateway_body(up: &RawUpstream) -> String {
+    format!(
+        "[pools.raw]\nbackends = [\"http://{}\"]\nconnect_timeout = \"1s\"\nread_timeout = \"2s\"\n\n\
+         [[routes]]\nname = \"public\"\npath_prefix = \"/public\"\npool = \"raw\"\n\
+         authenticators = [\"public\"]\n\n\
+         [[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\npool = \"raw\"\n\
+         authenticators = [\"local\"]\n",
+        up.addr
+    )
+}
+
+#[tokio::test]
+async fn http1_smuggling_and_path_confusion_corpus() {
+    let up = RawUpstream::start().await;
+    let gw = Gateway::start(Setup {
+        body: gateway_body(&up),
+        ..Default::default()
+    })
+    .await;
+    let mut failures = Vec::new();
+    for (name, raw, want) in H1_CASES {
+        failures.extend(run_case(&gw, &up, name, &render(raw), *want).await);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
+}
+
+/// Over-long request lines and headers: refused (by pingora's header-size limit, bare) or
+/// forwarded whole as one request, never cut into two.
+#[tokio::test]
+async fn over_long_targets_and_headers() {
+    let up = RawUpstream::start().await;
+    let gw = Gateway::start(Setup {
+        body: gateway_body(&up),
+        ..Default::default()
+    })
+    .await;
+    let a = |n: usize| "a".repeat(n);
+    let mut failures = Vec::new();
+    for (name, req, want) in [
+        // pingora refuses a request head over its limit (the target counts).
+        (
+            "64 KiB target",
+            format!(
+                "GET /public/{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                a(64 << 10)
+            ),
+            Want::Bare(400),
+        ),
+        (
+            "2 MiB target",
+            format!(
+                "GET /public/{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                a(2 << 20)
+            ),
+            Want::Bare(400),
+        ),
+        (
+            "64 KiB header",
+            format!(
+                "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Note: {}\r\n\r\n",
+                a(64 << 10)
+            ),
+            Want::Pass("/public/x", None),
+        ),
+        (
+            "2 MiB header",
+            format!(
+                "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Note: {}\r\n\r\n",
+                a(2 << 20)
+            ),
+            Want::Bare(400),
+        ),
+        (
+            "1000 headers",
+            format!(
+                "GET /public/x HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+                "X-N: a\r\n".repeat(1000)
+            ),
+            Want::Bare(400),
+        ),
+    ] {
+        failures.extend(run_case(&gw, &up, name, req.as_bytes(), want).await);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
+}
+
+// ---- HTTP/2: hand-made frames, since an h2 library refuses to send malformed requests ----
+
+/// HPACK: a string literal, not Huffman-coded (RFC 7541 §5.2).
+fn hpack_str(out: &mut Vec<u8>, s: &[u8]) {
+    hpack_int(out, 0, 7, s.len());
+    out.extend_from_slice(s);
+}
+
+/// HPACK: an integer with an N-bit prefix (RFC 7541 §5.1).
+fn hpack_int(out: &mut Vec<u8>, first: u8, bits: u32, mut n: usize) {
+    let max = (1usize << bits) - 1;
+    if n < max {
+        out.push(first | n as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    n -= max;
+    while n >= 128 {
+        out.push((n % 128) as u8 | 0x80);
+        n /= 128;
+    }
+    out.push(n as u8);
+}
+
+/// A header block of "literal without indexing, new name" fields, in the order given.
+fn hpack_block(fields: &[(&str, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in fields {
+        out.push(0x00);
+        hpack_str(&mut out, k.as_bytes());
+        hpack_str(&mut out, v.as_bytes());
+    }
+    out
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// How the gateway answered one h2 stream.
+#[derive(Debug)]
+enum H2Answer {
+    /// RST_STREAM or GOAWAY with this error code (1: PROTOCOL_ERROR).
+    Reset(u32),
+    Response {
+        status: Option<u16>,
+        body: String,
+    },
+    Nothing,
+}
+
+/// `:status` from the first field of a response header block: an indexed static entry, or
+/// a literal with the static name `:status` and a (maybe Huffman-coded) value of digits.
+fn h2_status(block: &[u8]) -> Option<u16> {
+    let mut i = 0;
+    while block.get(i).is_some_and(|b| b & 0xe0 == 0x20) {
+        i += 1; // a dynamic table size update
+    }
+    let b = *block.get(i)?;
+    if b & 0x80 != 0 {
+        return [200, 204, 206, 304, 400, 404, 500]
+            .get(((b & 0x7f) as usize).checked_sub(8)?)
+            .copied();
+    }
+    if !matches!(b, 0x48 | 0x08 | 0x18) {
+        return None;
+    }
+    let len_byte = *block.get(i + 1)?;
+    let value = block.get(i + 2..i + 2 + (len_byte & 0x7f) as usize)?;
+    if len_byte & 0x80 == 0 {
+        return std::str::from_utf8(value).ok()?.parse().ok();
+    }
+    // Huffman: '0'-'2' are 5-bit codes 0-2, '3'-'9' 6-bit codes 0x19-0x1f (RFC 7541 App. B).
+    let bits: Vec<u8> = value
+        .iter()
+        .flat_map(|byte| (0..8).rev().map(move |k| (byte >> k) & 1))
+        .collect();
+    let take = |at: usize, n: usize| {
+        bits.get(at..at + n)
+            .map(|b| b.iter().fold(0u8, |acc, &x| acc << 1 | x))
+    };
+    let (mut at, mut digits) = (0, String::new());
+    while digits.len() < 3 {
+        let v = take(at, 5)?;
+        if v <= 2 {
+            digits.push((b'0' + v) as char);
+            at += 5;
+        } else {
+            let c = take(at, 6)?;
+            digits.push((b'3' + c.checked_sub(0x19)?) as char);
+            at += 6;
+        }
+    }
+    digits.parse().ok()
+}
+
+/// Opens TLS with ALPN h2, sends one request on stream 1, reads until the stream ends.
+async fn h2_exchange(gw: &Gateway, fields: &[(&str, String)], body: Option<&[u8]>) -> H2Answer {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(gw.dir.path().join("ca.pem")).unwrap()
+    {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.tls_port))
+        .await
+        .unwrap();
+    let mut s = pingora::tls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    let end_stream = if body.is_none() { 1 } else { 0 };
+    out.extend(h2_frame(1, 4 | end_stream, 1, &hpack_block(fields)));
+    if let Some(b) = body {
+        out.extend(h2_frame(0, 1, 1, b));
+    }
+    s.write_all(&out).await.unwrap();
+    let mut buf = Vec::new();
+    let (mut status, mut text, mut got_headers) = (None, Vec::new(), false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut chunk = [0u8; 16384];
+    loop {
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            let payload = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            match kind {
+                4 if flags & 1 == 0 => s.write_all(&h2_frame(4, 1, 0, &[])).await.unwrap(),
+                3 if stream == 1 => {
+                    return H2Answer::Reset(u32::from_be_bytes(payload[..4].try_into().unwrap()));
+                }
+                7 if !got_headers => {
+                    return H2Answer::Reset(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+                }
+                1 if stream == 1 => {
+                    got_headers = true;
+                    status = status.or(h2_status(&payload));
+                }
+                0 if stream == 1 => text.extend_from_slice(&payload),
+                _ => {}
+            }
+            if stream == 1 && matches!(kind, 0 | 1) && flags & 1 != 0 {
+                return H2Answer::Response {
+                    status,
+                    body: String::from_utf8_lossy(&text).into_owned(),
+                };
+            }
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ if got_headers => {
+                return H2Answer::Response {
+                    status,
+                    body: String::from_utf8_lossy(&text).into_owned(),
+                };
+            }
+            _ => return H2Answer::Nothing,
+        }
+    }
+}
+
+/// What an h2 case must produce.
+#[derive(Debug, Clone, Copy)]
+enum H2Want {
+    /// The stream (or connection) is reset by pingora's h2 layer as malformed (RFC 9113
+    /// §8.1.1): PROTOCOL_ERROR, nothing upstream. No gateway callback runs, so no JSON.
+    Reset,
+    /// The gateway refuses with this status and a JSON error.
+    Json(u16),
+    /// pingora's h2 layer answers this status itself, without a body (its authority check
+    /// runs before any gateway callback); nothing upstream.
+    Bare(u16),
+    /// One HTTP/1.1 request upstream, on this path, as this user.
+    Pass(&'static str, Option<&'static str>),
+}
+
+#[tokio::test]
+async fn http2_pseudo_header_and_connection_header_abuse() {
+    let up = RawUpstream::start().await;
+    let gw = Gateway::start(Setup {
+        body: gateway_body(&up),
+        ..Default::default()
+    })
+    .await;
+    let authority = format!("localhost:{}", gw.tls_port);
+    let alice = basic_alice();
+    let base = |path: &str| -> Vec<(&'static str, String)> {
+        vec![
+            (":method", "GET".into()),
+            (":scheme", "https".into()),
+            (":authority", authority.clone()),
+            (":path", path.into()),
+        ]
+    };
+    let with = |path: &str, extra: &[(&'static str, &str)]| {
+        let mut f = base(path);
+        f.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        f
+    };
+    let post = |extra: &[(&'static str, &str)]| {
+        let mut f = with("/public/x", extra);
+        f[0].1 = "POST".into();
+        f
+    };
+    let smuggle_body = format!("0\r\n\r\n{SMUGGLED}");
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'static str, String)>,
+        Option<&'a [u8]>,
+        H2Want,
+    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("baseline", base("/public/x"), None, H2Want::Pass("/public/x", None)),
+        ("authenticated", with("/admin/x", &[("authorization", &alice)]), None, H2Want::Pass("/admin/x", Some("alice"))),
+        ("no credentials", base("/admin/x"), None, H2Want::Json(401)),
+        ("duplicate :path", with("/public/x", &[]).into_iter().chain([(":path", "/admin/x".to_string())]).collect(), None, H2Want::Reset),
+        ("missing :path", base("/public/x").into_iter().filter(|(k, _)| *k != ":path").collect(), None, H2Want::Reset),
+        ("empty :path", base(""), None, H2Want::Reset),
+        ("duplicate :method", with("/public/x", &[]).into_iter().chain([(":method", "DELETE".to_string())]).collect(), None, H2Want::Reset),
+        ("unknown pseudo-header", with("/public/x", &[(":user", "root")]), None, H2Want::Reset),
+        ("pseudo-header after a regular one", { let mut f = base("/public/x"); f.insert(3, ("x-note", "a".into())); f }, None, H2Want::Reset),
+        (":authority and host disagree", with("/admin/x", &[("host", "evil.example")]), None, H2Want::Bare(400)),
+        (":authority and host agree", with("/public/x", &[("host", &authority)]), None, H2Want::Pass("/public/x", None)),
+        (":authority with userinfo", { let mut f = base("/public/x"); f[2].1 = format!("alice@{authority}"); f }, None, H2Want::Bare(400)),
+        ("upper-case header name", with("/public/x", &[("X-Forwarded-User", "root")]), None, H2Want::Reset),
+        ("transfer-encoding with a smuggled body", post(&[("transfer-encoding", "chunked")]), Some(smuggle_body.as_bytes()), H2Want::Reset),
+        ("connection header", with("/public/x", &[("connection", "keep-alive")]), None, H2Want::Reset),
+        ("keep-alive header", with("/public/x", &[("keep-alive", "timeout=5")]), None, H2Want::Reset),
+        ("upgrade header", with("/public/x", &[("upgrade", "h2c")]), None, H2Want::Reset),
+        ("te: trailers is allowed", with("/public/x", &[("te", "trailers")]), None, H2Want::Pass("/public/x", None)),
+        ("te: gzip", with("/public/x", &[("te", "gzip")]), None, H2Want::Reset),
+        ("content-length shorter than the data", post(&[("content-length", "5")]), Some(smuggle_body.as_bytes()), H2Want::Reset),
+        ("CRLF in a value", with("/public/x", &[("x-note", "a\r\nx-forwarded-user: root")]), None, H2Want::Reset),
+        ("NUL in a value", with("/public/x", &[("x-note", "a\0b")]), None, H2Want::Reset),
+        ("colon in a name", with("/public/x", &[("x-forwarded-user:root", "a")]), None, H2Want::Reset),
+        ("space in :method", { let mut f = base("/public/x"); f[0].1 = "GET /admin/x HTTP/1.1\r\n".into(); f }, None, H2Want::Reset),
+        ("request line in :path", base("/public/x HTTP/1.1\r\nHost: x\r\n\r\nGET /admin/smuggled"), None, H2Want::Reset),
+        ("dot-dot in :path", base("/public/../admin/x"), None, H2Want::Json(400)),
+        ("path parameter in :path", base("/public/..;/admin/x"), None, H2Want::Json(400)),
+        ("underscore identity header", with("/public/x", &[("x_forwarded_user", "root")]), None, H2Want::Pass("/public/x", None)),
+    ];
+    let mut failures = Vec::new();
+    for (name, fields, body, want) in &cases {
+        let answer = h2_exchange(&gw, fields, *body).await;
+        let (seen, garbage, pending) = up.take().await;
+        let truncated = up.take_truncated();
+        if !truncated.is_empty() {
+            eprintln!("{name}: aborted upstream: {truncated:?}");
+        }
+        check_upstream(name, &seen, &garbage, pending);
+        let ok = match (want, &answer) {
+            (H2Want::Reset, H2Answer::Reset(1)) => seen.is_empty(),
+            (H2Want::Json(code), H2Answer::Response { status, body }) => {
+                let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+                *status == Some(*code)
+                    && json.is_some_and(|j| j["status"] == "error")
+                    && seen.is_empty()
+            }
+            (H2Want::Bare(code), H2Answer::Response { status, body }) => {
+                *status == Some(*code) && body.is_empty() && seen.is_empty()
+            }
+            (H2Want::Pass(path, user), H2Answer::Response { status, .. }) => {
+                *status == Some(200)
+                    && seen.len() == 1
+                    && seen[0].request_line() == format!("GET {path} HTTP/1.1")
+                    && seen[0]
+                        .headers("x-forwarded-user")
+                        .first()
+                        .map(String::as_str)
+                        == *user
+            }
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!(
+                "{name}: want {want:?}, got {answer:?}; upstream saw {:?}",
+                seen.iter().map(|r| r.head.clone()).collect::<Vec<_>>()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
+}
