@@ -343,6 +343,17 @@ const H1_CASES: &[(&str, &str, Want)] = &[
     ("dot-dot in the query is data", "GET /public/x?next=../admin HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/x?next=../admin", None)),
     ("relative target", "GET public/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     // Pipelining: the second request is a request of its own and goes through auth.
+    // Chunked bodies: the framing inside the body is parsed, and sent on re-framed.
+    ("chunk extension", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n0\r\n\r\n", Want::Pass("/public/x", None)),
+    ("chunk size overflow", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nabc\r\n0\r\n\r\n@SMUGGLED@", Want::Json(400)),
+    ("chunk size with 0x", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n@SMUGGLED@", Want::Json(400)),
+    ("chunk longer than its size", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n@SMUGGLED@", Want::Json(400)),
+    ("bare LF in chunk framing", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n@SMUGGLED@", Want::Json(400)),
+    // Trailers are not sent on (the upstream sees `0\r\n\r\n`), nor is what follows.
+    ("trailer carrying a Content-Length", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nContent-Length: 49\r\n\r\n@SMUGGLED@", Want::Pass("/public/x", None)),
+    // Identity spoofs next to real credentials: the gateway's identity, only.
+    ("authenticated, with spoofed identity headers", "GET /admin/x HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-User: root\r\nX_Forwarded_User: root\r\nAuthorization: @ALICE@\r\nx-forwarded-user: admin\r\n\r\n", Want::Pass("/admin/x", Some("alice"))),
+    ("two Authorization headers", "GET /admin/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: @ALICE@\r\nAuthorization: Basic Ym9iOng=\r\n\r\n", Want::Json(400)),
     ("pipelined smuggle attempt", "GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n@SMUGGLED@", Want::Pass("/public/x", None)),
 ];
 
