@@ -1,5 +1,5 @@
-//! Dependencies that fail in ways a real server will not: an IdP that accepts and never
-//! answers, a JWKS that is garbage or huge, an LDAP server that never answers, a locked
+//! Dependencies that fail in ways a real server will not: an IdP (discovery or keys) that
+//! accepts and never answers, a JWKS that is garbage or huge, an LDAP server that never answers, a locked
 //! SQLite database, upstreams that stall or close mid-body, and slow-loris clients.
 //!
 //! Each fault gets a burst of requests. Every request must get its documented status (JSON
@@ -97,15 +97,16 @@ async fn faulty_upstream(act: &'static [u8], close: bool) -> SocketAddr {
     addr
 }
 
-/// A fake IdP: discovery works, `/jwks` answers `jwks` (shared, so a huge one is built once).
-async fn fake_idp(jwks: bytes::Bytes) -> String {
+/// A fake IdP: discovery works, `/jwks` answers `jwks` (shared, so a huge one is built once);
+/// or the discovery document names `jwks_uri` elsewhere.
+async fn fake_idp(jwks: bytes::Bytes, jwks_uri: Option<String>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let doc = serde_json::json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/auth"),
         "token_endpoint": format!("{issuer}/token"),
-        "jwks_uri": format!("{issuer}/jwks"),
+        "jwks_uri": jwks_uri.unwrap_or_else(|| format!("{issuer}/jwks")),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
@@ -211,8 +212,9 @@ async fn faults_get_their_status_in_time_and_leak_nothing() {
     )
     .await;
     let idp_hang = format!("http://{silent}");
-    let idp_bad = fake_idp(bytes::Bytes::from_static(b"{\"keys\": 7")).await;
-    let idp_huge = fake_idp(huge_jwks()).await;
+    let idp_jwks_hang = fake_idp(bytes::Bytes::new(), Some(format!("http://{silent}/jwks"))).await;
+    let idp_bad = fake_idp(bytes::Bytes::from_static(b"{\"keys\": 7"), None).await;
+    let idp_huge = fake_idp(huge_jwks(), None).await;
     let db_dir = tempfile::tempdir().unwrap();
     let db = db_dir.path().join("keys.db");
 
@@ -226,6 +228,7 @@ async fn faults_get_their_status_in_time_and_leak_nothing() {
         db.display()
     );
     body += &oidc("idp_hang", &idp_hang);
+    body += &oidc("idp_jwks_hang", &idp_jwks_hang);
     body += &oidc("idp_bad", &idp_bad);
     body += &oidc("idp_huge", &idp_huge);
     body += &pool("ok", ok.addr);
@@ -238,6 +241,7 @@ async fn faults_get_their_status_in_time_and_leak_nothing() {
         ("stall-body", "stall_body", "public"),
         ("short", "short", "public"),
         ("idp-hang", "ok", "idp_hang"),
+        ("idp-jwks-hang", "ok", "idp_jwks_hang"),
         ("idp-bad", "ok", "idp_bad"),
         ("idp-huge", "ok", "idp_huge"),
         ("ldap", "ok", "ldap_hang"),
@@ -284,6 +288,7 @@ async fn faults_get_their_status_in_time_and_leak_nothing() {
         fault("upstream sends its head, then stalls in the body", "/stall-body/x", String::new(), Want::Truncated(ms(2000))),
         fault("upstream closes mid-body", "/short/x", String::new(), Want::Truncated(ms(1000))),
         fault("IdP accepts and never answers", "/idp-hang/x", token_for(&idp_hang), Want::Json(503, "unavailable", ms(1000))),
+        fault("JWKS endpoint accepts and never answers", "/idp-jwks-hang/x", token_for(&idp_jwks_hang), Want::Json(503, "unavailable", ms(1000))),
         fault("JWKS is malformed", "/idp-bad/x", token_for(&idp_bad), Want::Json(503, "unavailable", ms(1000))),
         fault("JWKS is huge", "/idp-huge/x", token_for(&idp_huge), Want::Json(503, "unavailable", ms(1000))),
         fault("LDAP accepts and never answers", "/ldap/x", format!("Authorization: {}\r\n", basic("alice", "pw")), Want::Json(503, "unavailable", ms(3500))),
