@@ -354,6 +354,14 @@ const H1_CASES: &[(&str, &str, Want)] = &[
     // Identity spoofs next to real credentials: the gateway's identity, only.
     ("authenticated, with spoofed identity headers", "GET /admin/x HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-User: root\r\nX_Forwarded_User: root\r\nAuthorization: @ALICE@\r\nx-forwarded-user: admin\r\n\r\n", Want::Pass("/admin/x", Some("alice"))),
     ("two Authorization headers", "GET /admin/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: @ALICE@\r\nAuthorization: Basic Ym9iOng=\r\n\r\n", Want::Json(400)),
+    // h2c: the plain listener speaks HTTP/1.1 only; an upgrade to h2c must not reach an
+    // upstream, which could answer 101 and take every later request on the tunnel unchecked
+    // (pingora 0.9 passes on WebSocket upgrades only, and drops h2c's Upgrade and
+    // HTTP2-Settings). A WebSocket upgrade goes through admission first.
+    ("h2c prior knowledge on the plain listener", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Want::Bare(400)),
+    ("h2c upgrade, Connection not naming it", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", Want::Pass("/public/x", None)),
+    ("websocket upgrade", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", Want::Pass("/public/x", None)),
+    ("h2c upgrade", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", Want::Pass("/public/x", None)),
     ("pipelined smuggle attempt", "GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n@SMUGGLED@", Want::Pass("/public/x", None)),
 ];
 
@@ -428,6 +436,14 @@ fn check_upstream(name: &str, seen: &[Framed], garbage: &[String], pending: usiz
         assert!(
             r.headers("host").len() == 1,
             "{name}: one Host upstream: {}",
+            r.head
+        );
+        assert!(
+            r.headers("upgrade")
+                .iter()
+                .all(|u| !u.to_ascii_lowercase().contains("h2c"))
+                && r.headers("http2-settings").is_empty(),
+            "{name}: an h2c upgrade reached the upstream: {}",
             r.head
         );
         let users = r.headers("x-forwarded-user");
