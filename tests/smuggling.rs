@@ -857,6 +857,10 @@ async fn http2_pseudo_header_and_connection_header_abuse() {
         ("te: trailers is allowed", with("/public/x", &[("te", "trailers")]), None, H2Want::Pass("/public/x", None)),
         ("te: gzip", with("/public/x", &[("te", "gzip")]), None, H2Want::Reset),
         ("content-length shorter than the data", post(&[("content-length", "5")]), Some(smuggle_body.as_bytes()), H2Want::Reset),
+        ("content-length longer than the data", post(&[("content-length", "100")]), Some(b"abc"), H2Want::Reset),
+        ("no :authority, host only", base("/public/x").into_iter().filter(|(k, _)| *k != ":authority").chain([("host", authority.clone())]).collect(), None, H2Want::Pass("/public/x", None)),
+        ("CONNECT", vec![(":method", "CONNECT".into()), (":authority", "evil.example:443".into())], None, H2Want::Bare(405)),
+        ("OPTIONS *", { let mut f = base("*"); f[0].1 = "OPTIONS".into(); f }, None, H2Want::Json(400)),
         ("CRLF in a value", with("/public/x", &[("x-note", "a\r\nx-forwarded-user: root")]), None, H2Want::Reset),
         ("NUL in a value", with("/public/x", &[("x-note", "a\0b")]), None, H2Want::Reset),
         ("colon in a name", with("/public/x", &[("x-forwarded-user:root", "a")]), None, H2Want::Reset),
@@ -912,4 +916,51 @@ async fn http2_pseudo_header_and_connection_header_abuse() {
         failures.join("\n")
     );
     assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
+}
+
+/// An h2 request whose client is gone by the time it is proxied (its stream was reset, the
+/// connection closed) is still described to the upstream as https: the gateway used to read
+/// the listener's address from the socket, lazily, and found nothing once it was closed.
+#[tokio::test]
+async fn abandoned_http2_requests_still_say_https() {
+    let up = RawUpstream::start().await;
+    let gw = Gateway::start(Setup {
+        body: gateway_body(&up),
+        ..Default::default()
+    })
+    .await;
+    let fields = vec![
+        (":method", "POST".to_string()),
+        (":scheme", "https".into()),
+        (":authority", format!("localhost:{}", gw.tls_port)),
+        (":path", "/public/x".into()),
+        ("content-length", "100".into()),
+    ];
+    let mut heads = Vec::new();
+    for _ in 0..20 {
+        h2_exchange(&gw, &fields, Some(b"abc")).await;
+        let (seen, _, _) = up.take().await;
+        heads.extend(seen.into_iter().map(|r| r.head));
+        heads.extend(up.take_truncated());
+    }
+    assert!(!heads.is_empty(), "the requests reached the upstream");
+    // And plain HTTP still says so.
+    exchange(
+        gw.plain_port,
+        b"GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
+    let (seen, _, _) = up.take().await;
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].head.contains("x-forwarded-proto: http\r\n"),
+        "{}",
+        seen[0].head
+    );
+    for h in &heads {
+        assert!(
+            h.contains("x-forwarded-proto: https\r\n") && h.contains("proto=https;"),
+            "an h2-over-TLS request described as plain HTTP:\n{h}"
+        );
+    }
 }
