@@ -6,7 +6,8 @@
 //! control bytes in header values; `Host` twice, or missing on HTTP/1.1; an absolute-form
 //! target (or h2 `:authority`) that disagrees with `Host`; two `Authorization` headers; and
 //! paths with `..`/`.` segments (also as `..;x`, the servlet path-parameter form), `//`, `\`,
-//! control bytes, or encoded `/`, `\`, `.` or NUL.
+//! control bytes, encoded `/`, `\`, `.` or NUL (also in overlong UTF-8), or a `%` that is not
+//! an escape.
 //!
 //! Identity headers are matched case-insensitively with `_` ≡ `-`, so `X_Grafana_User` goes
 //! the same way as `x-grafana-user`.
@@ -186,8 +187,19 @@ pub fn check_path(raw: &[u8]) -> Result<(), Rejection> {
     if path.windows(2).any(|w| w == b"//") {
         return Err(bad("empty path segment (//) in the request path"));
     }
+    // A `%` must start an escape of two hex digits (RFC 3986): IIS reads `%u002e` as `.`.
+    for (i, _) in path.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        if !path
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        {
+            return Err(bad("a `%` that is not an escape in the request path"));
+        }
+    }
     let lower = path.to_ascii_lowercase();
-    for enc in [&b"%2f"[..], b"%5c", b"%00", b"%2e", b"%25"] {
+    // `%c0` and `%c1` only ever start overlong UTF-8 forms of ASCII (`%c0%ae` is `.`, `%c0%af`
+    // is `/`), which lenient decoders still turn into that character.
+    for enc in [&b"%2f"[..], b"%5c", b"%00", b"%2e", b"%25", b"%c0", b"%c1"] {
         if lower.windows(3).any(|w| w == enc) {
             return Err(bad(format!(
                 "encoded {} in the request path",
@@ -259,6 +271,12 @@ mod tests {
             "/public/.;/x",
             "/public/..%3b/admin",
             "/public/..%3B/admin",
+            "/public/%c0%ae%c0%ae/admin",
+            "/public/..%C0%AFadmin",
+            "/public/%u002e%u002e/admin",
+            "/a%zz",
+            "/a%2",
+            "/a%",
         ] {
             assert!(check_path(p.as_bytes()).is_err(), "{p} should be refused");
         }
@@ -268,6 +286,8 @@ mod tests {
             "/a/b/",
             "/a?x=../..",
             "/a;v=1/b",
+            "/caf%c3%a9",
+            "/a?q=%zz",
             "/a/..x;/b",
             "/api/v1/query?query=up%7Bjob%3D%22a%22%7D",
         ] {

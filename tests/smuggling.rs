@@ -337,6 +337,12 @@ const H1_CASES: &[(&str, &str, Want)] = &[
     ("path parameter dot", "GET /public/.;/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("path parameter on the protected prefix", "GET /admin;x=1/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(404)),
     ("encoded semicolon dot-dot", "GET /public/..%3b/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("overlong UTF-8 dot-dot", "GET /public/%c0%ae%c0%ae/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("overlong UTF-8 slash", "GET /public/..%c0%afadmin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("IIS %u dot-dot", "GET /public/%u002e%u002e/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("bad percent escape", "GET /public/%zz HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("upper-case protected prefix", "GET /ADMIN/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(404)),
+    ("UTF-8 in the path is data", "GET /public/caf%c3%a9 HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/caf%c3%a9", None)),
     ("encoded NUL", "GET /public/x%00.json HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     // The fragment never leaves the gateway: routed (and forwarded) as the path before it.
     ("fragment", "GET /public/x#/../../admin HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/x", None)),
