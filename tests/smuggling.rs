@@ -368,6 +368,10 @@ const H1_CASES: &[(&str, &str, Want)] = &[
     ("h2c upgrade, Connection not naming it", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", Want::Pass("/public/x", None)),
     ("websocket upgrade", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", Want::Pass("/public/x", None)),
     ("h2c upgrade", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", Want::Pass("/public/x", None)),
+    ("GET with a Content-Length body", "GET /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello", Want::Pass("/public/x", None)),
+    ("Content-Length with leading zeros", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 003\r\n\r\nabc", Want::Pass("/public/x", None)),
+    ("Content-Length, negative", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: -1\r\n\r\n@SMUGGLED@", Want::Bare(400)),
+    ("Content-Length, huge", "POST /public/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 99999999999999999999\r\n\r\n@SMUGGLED@", Want::Bare(400)),
     ("pipelined smuggle attempt", "GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n@SMUGGLED@", Want::Pass("/public/x", None)),
 ];
 
