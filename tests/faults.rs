@@ -235,11 +235,18 @@ async fn faults_get_their_status_in_time_and_leak_nothing() {
     body += &pool("stall_head", stall_head);
     body += &pool("stall_body", stall_body);
     body += &pool("short", short);
+    body += &pool("silent", silent);
+    body += &pool(
+        "refused",
+        format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+    );
     for (name, pool, auth) in [
         ("ok", "ok", "public"),
         ("stall-head", "stall_head", "public"),
         ("stall-body", "stall_body", "public"),
         ("short", "short", "public"),
+        ("silent", "silent", "public"),
+        ("refused", "refused", "public"),
         ("idp-hang", "ok", "idp_hang"),
         ("idp-jwks-hang", "ok", "idp_jwks_hang"),
         ("idp-bad", "ok", "idp_bad"),
@@ -284,6 +291,8 @@ async fn faults_get_their_status_in_time_and_leak_nothing() {
     };
     #[rustfmt::skip]
     let faults = [
+        fault("upstream accepts and never answers", "/silent/x", String::new(), Want::Json(504, "timeout", ms(2000))),
+        fault("upstream refuses the connection", "/refused/x", String::new(), Want::Json(502, "bad_gateway", ms(1000))),
         fault("upstream sends part of its head, then stalls", "/stall-head/x", String::new(), Want::Json(504, "timeout", ms(2000))),
         fault("upstream sends its head, then stalls in the body", "/stall-body/x", String::new(), Want::Truncated(ms(2000))),
         fault("upstream closes mid-body", "/short/x", String::new(), Want::Truncated(ms(1000))),
