@@ -458,3 +458,51 @@ async fn slow_loris_clients_do_not_starve_others_or_leak() {
     let log = gw.log_text();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// The API key database removed under a running gateway (before its lazy pool connected):
+/// keys are refused with 503, never let through and never called unknown (401); other
+/// routes keep working.
+#[tokio::test]
+async fn a_removed_key_database_means_503() {
+    let ok = Recorder::start(Duration::ZERO).await;
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("keys.db");
+    let gw = Gateway::start(Setup {
+        body: format!(
+            "[database]\nurl = \"sqlite://{}?mode=rwc\"\ntimeout = \"1s\"\n\n\
+             [authenticators.keys]\ntype = \"api_key\"\n\n",
+            db.display()
+        ) + &pool("ok", ok.addr)
+            + &route("ok", "ok", "public")
+            + &route("keys", "ok", "keys"),
+        ..Default::default()
+    })
+    .await;
+    let out = std::process::Command::new(bin())
+        .args([
+            "apikey", "create", "--user", "carol", "--name", "ci", "--config",
+        ])
+        .arg(gw.config_path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    for _ in 0..3 {
+        let a = send(gw.plain_port, "/keys/x", &format!("X-API-Key: {key}\r\n")).await;
+        assert_eq!(a.status, 503, "{}", a.body);
+        let j: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+        assert_eq!(j["errorType"], "unavailable");
+        assert!(a.took < Duration::from_millis(2500), "{:?}", a.took);
+    }
+    assert_eq!(send(gw.plain_port, "/ok/x", "").await.status, 200);
+    assert!(ok.requests().iter().all(|r| !r.uri.starts_with("/keys")));
+    let log = gw.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
