@@ -718,8 +718,8 @@ fn h2_status(block: &[u8]) -> Option<u16> {
     digits.parse().ok()
 }
 
-/// Opens TLS with ALPN h2, sends one request on stream 1, reads until the stream ends.
-async fn h2_exchange(gw: &Gateway, fields: &[(&str, String)], body: Option<&[u8]>) -> H2Answer {
+/// A TLS connection to the gateway that agreed on h2 by ALPN.
+async fn h2_connect(gw: &Gateway) -> pingora::tls::ClientTlsStream<tokio::net::TcpStream> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_file_iter(gw.dir.path().join("ca.pem")).unwrap()
@@ -733,11 +733,17 @@ async fn h2_exchange(gw: &Gateway, fields: &[(&str, String)], body: Option<&[u8]
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.tls_port))
         .await
         .unwrap();
-    let mut s = pingora::tls::TlsConnector::from(Arc::new(config))
+    let s = pingora::tls::TlsConnector::from(Arc::new(config))
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();
     assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+    s
+}
+
+/// Opens TLS with ALPN h2, sends one request on stream 1, reads until the stream ends.
+async fn h2_exchange(gw: &Gateway, fields: &[(&str, String)], body: Option<&[u8]>) -> H2Answer {
+    let mut s = h2_connect(gw).await;
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend(h2_frame(4, 0, 0, &[]));
     let end_stream = if body.is_none() { 1 } else { 0 };
@@ -973,4 +979,101 @@ async fn abandoned_http2_requests_still_say_https() {
             "an h2-over-TLS request described as plain HTTP:\n{h}"
         );
     }
+}
+
+/// HTTP/2 rapid reset (CVE-2023-44487): one connection opens and cancels 2 000 streams. The
+/// gateway stays up, serves others meanwhile, and holds no more descriptors or threads once
+/// the connection is gone; the upstream sees only whole requests.
+#[tokio::test]
+async fn http2_rapid_reset_leaks_nothing() {
+    let up = RawUpstream::start().await;
+    let gw = Gateway::start(Setup {
+        body: gateway_body(&up),
+        ..Default::default()
+    })
+    .await;
+    let pid = gw.pid();
+    let count = |what: &str| {
+        std::fs::read_dir(format!("/proc/{pid}/{what}"))
+            .unwrap()
+            .count()
+    };
+    let fields = vec![
+        (":method", "GET".to_string()),
+        (":scheme", "https".into()),
+        (":authority", format!("localhost:{}", gw.tls_port)),
+        (":path", "/public/x".into()),
+    ];
+    assert!(matches!(
+        h2_exchange(&gw, &fields, None).await,
+        H2Answer::Response {
+            status: Some(200),
+            ..
+        }
+    ));
+    up.take().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (fd0, th0) = (count("fd"), count("task"));
+
+    let mut s = h2_connect(&gw).await;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    let block = hpack_block(&fields);
+    for i in 0..2000u32 {
+        let stream = 2 * i + 1;
+        out.extend(h2_frame(1, 4 | 1, stream, &block));
+        out.extend(h2_frame(3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    // The gateway may stop reading (GOAWAY) before all of it is written.
+    let _ = s.write_all(&out).await;
+    let mut goaway = None;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    'read: loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == 7 && len >= 8 {
+                goaway = Some(u32::from_be_bytes(buf[13..17].try_into().unwrap()));
+                break 'read;
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    // Meanwhile (and after), others are served.
+    assert!(matches!(
+        h2_exchange(&gw, &fields, None).await,
+        H2Answer::Response {
+            status: Some(200),
+            ..
+        }
+    ));
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (seen, garbage, pending) = up.take().await;
+    check_upstream("rapid reset", &seen, &garbage, pending);
+    let (fd1, th1) = (count("fd"), count("task"));
+    eprintln!(
+        "rapid reset: GOAWAY {goaway:?}; upstream saw {} request(s); fds {fd0} -> {fd1}; \
+         threads {th0} -> {th1}",
+        seen.len()
+    );
+    // The h2 layer cuts the connection off (GOAWAY ENHANCE_YOUR_CALM) after a few resets,
+    // before the cancelled streams turn into upstream requests.
+    assert_eq!(goaway, Some(11), "GOAWAY ENHANCE_YOUR_CALM");
+    assert!(
+        seen.len() < 50,
+        "{} cancelled requests went upstream",
+        seen.len()
+    );
+    assert!(fd1 <= fd0 + 8, "fds {fd0} -> {fd1}");
+    assert!(th1 <= th0 + 4, "threads {th0} -> {th1}");
+    assert!(!gw.log_text().contains("panicked"), "{}", gw.log_text());
 }
