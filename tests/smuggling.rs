@@ -202,8 +202,8 @@ fn split_responses(mut buf: &[u8]) -> Vec<Response> {
     out
 }
 
-/// Checks what the upstream saw: at most `max` requests, each unambiguous, none smuggled,
-/// identity headers only as the gateway wrote them.
+/// Checks what the upstream saw: every request framed unambiguously, nothing left over,
+/// the smuggled request nowhere, identity headers only as the gateway wrote them.
 fn check_upstream(name: &str, seen: &[Framed], garbage: &[String], pending: usize) {
     assert!(
         garbage.is_empty(),
