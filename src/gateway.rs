@@ -138,6 +138,12 @@ fn client_ip(session: &Session) -> Option<IpAddr> {
 }
 
 fn downstream_tls(session: &Session, snap: &Snapshot) -> bool {
+    // The TLS digest is taken at the handshake. The listener's address is read from the
+    // socket lazily, and is gone once the client closed it while its h2 stream was still
+    // being proxied: such requests went upstream as `proto=http` (tests/smuggling.rs).
+    if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+        return true;
+    }
     match session.server_addr() {
         Some(PingoraAddr::Inet(a)) => snap.tls_listeners.contains(a),
         _ => false,

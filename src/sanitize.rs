@@ -5,7 +5,9 @@
 //! Content-Length together with Transfer-Encoding; a Transfer-Encoding other than `chunked`;
 //! control bytes in header values; `Host` twice, or missing on HTTP/1.1; an absolute-form
 //! target (or h2 `:authority`) that disagrees with `Host`; two `Authorization` headers; and
-//! paths with `..`/`.` segments, `//`, `\`, control bytes, or encoded `/`, `\`, `.` or NUL.
+//! paths with `..`/`.` segments (also as `..;x`, the servlet path-parameter form), `//`, `\`,
+//! control bytes, encoded `/`, `\`, `.` or NUL (also in overlong UTF-8), or a `%` that is not
+//! an escape.
 //!
 //! Identity headers are matched case-insensitively with `_` ≡ `-`, so `X_Grafana_User` goes
 //! the same way as `x-grafana-user`.
@@ -185,8 +187,19 @@ pub fn check_path(raw: &[u8]) -> Result<(), Rejection> {
     if path.windows(2).any(|w| w == b"//") {
         return Err(bad("empty path segment (//) in the request path"));
     }
+    // A `%` must start an escape of two hex digits (RFC 3986): IIS reads `%u002e` as `.`.
+    for (i, _) in path.iter().enumerate().filter(|(_, b)| **b == b'%') {
+        if !path
+            .get(i + 1..i + 3)
+            .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        {
+            return Err(bad("a `%` that is not an escape in the request path"));
+        }
+    }
     let lower = path.to_ascii_lowercase();
-    for enc in [&b"%2f"[..], b"%5c", b"%00", b"%2e", b"%25"] {
+    // `%c0` and `%c1` only ever start overlong UTF-8 forms of ASCII (`%c0%ae` is `.`, `%c0%af`
+    // is `/`), which lenient decoders still turn into that character.
+    for enc in [&b"%2f"[..], b"%5c", b"%00", b"%2e", b"%25", b"%c0", b"%c1"] {
         if lower.windows(3).any(|w| w == enc) {
             return Err(bad(format!(
                 "encoded {} in the request path",
@@ -194,13 +207,27 @@ pub fn check_path(raw: &[u8]) -> Result<(), Rejection> {
             )));
         }
     }
-    if path
-        .split(|&b| b == b'/')
-        .any(|seg| seg == b".." || seg == b".")
-    {
+    // Servlet containers (Tomcat, Jetty, Spring) drop a segment's `;parameters` before they
+    // resolve dot segments: to them `/public/..;/admin` is `/admin`, which we would route (and
+    // authenticate) as `/public`. So `..;x` and `.;x` (`;` also as `%3b`) count as dot segments.
+    if path.split(|&b| b == b'/').any(|seg| {
+        let seg = without_parameters(seg);
+        seg == b".." || seg == b"."
+    }) {
         return Err(bad("`.` or `..` segment in the request path"));
     }
     Ok(())
+}
+
+/// A path segment without its `;parameters` (`;` literal or encoded as `%3b`).
+fn without_parameters(seg: &[u8]) -> &[u8] {
+    let semicolon = seg.iter().position(|&b| b == b';');
+    let encoded = seg.windows(3).position(|w| w.eq_ignore_ascii_case(b"%3b"));
+    match (semicolon, encoded) {
+        (Some(a), Some(b)) => &seg[..a.min(b)],
+        (Some(a), None) | (None, Some(a)) => &seg[..a],
+        (None, None) => seg,
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +266,17 @@ mod tests {
             "/a%252e",
             "x",
             "/a#b",
+            "/public/..;/admin",
+            "/public/..;jsessionid=x/admin",
+            "/public/.;/x",
+            "/public/..%3b/admin",
+            "/public/..%3B/admin",
+            "/public/%c0%ae%c0%ae/admin",
+            "/public/..%C0%AFadmin",
+            "/public/%u002e%u002e/admin",
+            "/a%zz",
+            "/a%2",
+            "/a%",
         ] {
             assert!(check_path(p.as_bytes()).is_err(), "{p} should be refused");
         }
@@ -247,6 +285,10 @@ mod tests {
             "/a/b",
             "/a/b/",
             "/a?x=../..",
+            "/a;v=1/b",
+            "/caf%c3%a9",
+            "/a?q=%zz",
+            "/a/..x;/b",
             "/api/v1/query?query=up%7Bjob%3D%22a%22%7D",
         ] {
             assert!(check_path(p.as_bytes()).is_ok(), "{p} should pass");

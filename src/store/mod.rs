@@ -83,7 +83,8 @@ pub struct DbConfig {
     pub url: Secret,
     pub backend: Backend,
     pub max_connections: u32,
-    /// Longest wait for a connection; past it, requests that need the database get 503.
+    /// Longest wait for a connection, and (SQLite) for another process's lock; past it,
+    /// requests that need the database get 503.
     pub timeout: Duration,
 }
 
@@ -138,10 +139,24 @@ pub struct Db {
 
 fn options(cfg: &DbConfig) -> AnyPoolOptions {
     sqlx::any::install_default_drivers();
-    AnyPoolOptions::new()
+    let options = AnyPoolOptions::new()
         .max_connections(cfg.max_connections)
         .min_connections(0)
-        .acquire_timeout(cfg.timeout)
+        .acquire_timeout(cfg.timeout);
+    if cfg.backend != Backend::Sqlite {
+        return options;
+    }
+    // SQLite waits for a lock held by another process up to its busy timeout, 5 s in sqlx,
+    // whatever `[database] timeout` says: a locked database held requests for 5 s. Wait as
+    // long as the configured timeout instead (tests/faults.rs).
+    let busy = format!("PRAGMA busy_timeout = {}", cfg.timeout.as_millis());
+    options.after_connect(move |conn, _| {
+        let busy = busy.clone();
+        Box::pin(async move {
+            sqlx::query(sqlx::AssertSqlSafe(busy)).execute(conn).await?;
+            Ok(())
+        })
+    })
 }
 
 impl Db {
@@ -218,4 +233,41 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// Another process holding the database locked: a query gives up after the configured
+    /// timeout, not after sqlx's default busy timeout of 5 s.
+    #[tokio::test]
+    async fn a_locked_sqlite_database_fails_within_the_configured_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = DbConfig::sqlite_in(dir.path());
+        cfg.timeout = Duration::from_millis(300);
+        Db::open(&cfg).await.unwrap().close().await;
+        let mut lock = sqlx::SqliteConnection::connect(cfg.url.expose())
+            .await
+            .unwrap();
+        for q in [
+            "PRAGMA locking_mode = EXCLUSIVE",
+            "BEGIN EXCLUSIVE",
+            "CREATE TABLE held (x INTEGER)",
+        ] {
+            sqlx::query(q).execute(&mut lock).await.unwrap();
+        }
+        let db = Db::lazy(&cfg).unwrap();
+        let start = std::time::Instant::now();
+        let r = sqlx::query("SELECT count(*) FROM api_keys")
+            .fetch_one(db.pool())
+            .await;
+        assert!(r.is_err(), "the database is locked");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            start.elapsed()
+        );
+    }
 }

@@ -25,6 +25,10 @@ use tokio::sync::{Notify, watch};
 const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Requests can wake a discovery attempt, but never more often than this.
 const MIN_ATTEMPT_GAP: Duration = Duration::from_secs(1);
+/// The largest discovery document or key set read from an IdP. Real ones are a few KiB; a
+/// bigger answer (a broken or hostile IdP: tests/faults.rs serves 50 MB, 100 000 keys) is
+/// refused instead of being held in memory and turned into keys checked on every token.
+pub const MAX_IDP_BODY: usize = 1 << 20;
 
 /// How to reach one IdP.
 #[derive(Debug, Clone)]
@@ -149,6 +153,39 @@ pub fn http_client(cfg: &ProviderConfig) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build an HTTP client for the IdP: {e}"))
 }
 
+/// One request to the IdP through `http`, its body read up to [`MAX_IDP_BODY`]: what
+/// discovery and key fetches use instead of the unbounded `reqwest::Client` client.
+async fn capped_call(
+    http: &reqwest::Client,
+    request: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, openidconnect::HttpClientError<reqwest::Error>> {
+    use openidconnect::HttpClientError;
+    let too_big =
+        || HttpClientError::Other(format!("the answer is larger than {MAX_IDP_BODY} bytes"));
+    let mut response = http
+        .execute(request.try_into().map_err(Box::new)?)
+        .await
+        .map_err(Box::new)?;
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_IDP_BODY as u64)
+    {
+        return Err(too_big());
+    }
+    let mut builder = http::Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        builder = builder.header(name, value);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Box::new)? {
+        if body.len() + chunk.len() > MAX_IDP_BODY {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    builder.body(body).map_err(HttpClientError::Http)
+}
+
 impl Provider {
     /// Starts discovering `cfg.issuer` in the background. `name` is the authenticator's, for
     /// logs.
@@ -222,7 +259,8 @@ fn stopped(s: &Shared) -> bool {
 }
 
 /// The discovery thread: discover until it works, then keep the keys fresh.
-async fn keep_fresh(s: Arc<Shared>, http: reqwest::Client) {
+async fn keep_fresh(s: Arc<Shared>, client: reqwest::Client) {
+    let http = |request| capped_call(&client, request);
     let issuer = s.cfg.issuer.as_str().to_string();
     let mut wait = Duration::from_secs(1);
     let first = loop {
@@ -315,4 +353,65 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering every request with `len` bytes of JSON-ish body, with a
+    /// Content-Length or chunked (then the size is only known while reading).
+    async fn serve(len: usize, chunked: bool) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = vec![b' '; len];
+                let head = if chunked {
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+                } else {
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n")
+                };
+                let _ = s.write_all(head.as_bytes()).await;
+                if chunked {
+                    for part in body.chunks(64 << 10) {
+                        let _ = s
+                            .write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                            .await;
+                        let _ = s.write_all(part).await;
+                        let _ = s.write_all(b"\r\n").await;
+                    }
+                    let _ = s.write_all(b"0\r\n\r\n").await;
+                } else {
+                    let _ = s.write_all(&body).await;
+                }
+            }
+        });
+        format!("http://{addr}/jwks")
+    }
+
+    #[tokio::test]
+    async fn idp_answers_over_the_cap_are_refused() {
+        let http = reqwest::Client::new();
+        let get = |url: String| {
+            let http = http.clone();
+            async move {
+                let req = http::Request::get(url).body(Vec::new()).unwrap();
+                capped_call(&http, req).await
+            }
+        };
+        let small = get(serve(4096, false).await).await.unwrap();
+        assert_eq!(small.body().len(), 4096);
+        let small = get(serve(4096, true).await).await.unwrap();
+        assert_eq!(small.body().len(), 4096);
+        for chunked in [false, true] {
+            let e = get(serve(MAX_IDP_BODY + 1, chunked).await)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("larger than"), "{e}");
+        }
+    }
 }
