@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,18 +23,7 @@ fn body(up: &Recorder, db_url: &str) -> String {
 
 /// Runs `hpcgate apikey ARGS --config <gw's config>`; stdout on success.
 fn apikey(gw: &Gateway, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(bin())
-        .arg("apikey")
-        .args(args)
-        .arg("--config")
-        .arg(gw.dir.path().join("hpcgate.toml"))
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8(out.stdout).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    gw.command(&[&["apikey"], args].concat())
 }
 
 async fn call(gw: &Gateway, path: &str, header: (&str, &str)) -> reqwest::Response {

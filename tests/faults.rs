@@ -264,19 +264,11 @@ async fn faults_get_their_status_in_time_and_leak_nothing() {
     let pid = gw.pid();
 
     // An API key, then the database locked by another process's exclusive transaction.
-    let out = std::process::Command::new(bin())
-        .args([
-            "apikey", "create", "--user", "carol", "--name", "ci", "--config",
-        ])
-        .arg(gw.config_path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = gw
+        .command(&["apikey", "create", "--user", "carol", "--name", "ci"])
+        .unwrap()
+        .trim()
+        .to_string();
     let _lock = lock_sqlite(&db).await;
 
     // Deadlines: the configured timeouts (1 s everywhere) plus scheduling slack. LDAP's
@@ -478,19 +470,11 @@ async fn a_removed_key_database_means_503() {
         ..Default::default()
     })
     .await;
-    let out = std::process::Command::new(bin())
-        .args([
-            "apikey", "create", "--user", "carol", "--name", "ci", "--config",
-        ])
-        .arg(gw.config_path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = gw
+        .command(&["apikey", "create", "--user", "carol", "--name", "ci"])
+        .unwrap()
+        .trim()
+        .to_string();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }

@@ -406,6 +406,22 @@ impl Gateway {
         self.dir.path().join("hpcgate.toml")
     }
 
+    /// Runs `hpcgate ARGS --config <this gateway's config>`: stdout on success, stderr on
+    /// failure.
+    pub fn command(&self, args: &[&str]) -> Result<String, String> {
+        let out = std::process::Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8(out.stdout).unwrap())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
     /// Waits until the log holds `needle` `n` times (the gateway logs asynchronously).
     pub async fn wait_log(&self, needle: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
