@@ -99,6 +99,9 @@ pub struct Policies {
     /// usual policies (which read no per-request attribute) one key serves every request of
     /// a user on a route.
     verdicts: moka::sync::Cache<String, Verdict>,
+    /// `ip()` values by address: Cedar builds one by parsing the extension function's name
+    /// with its full grammar, which costs more than the rest of a decision.
+    ips: moka::sync::Cache<IpAddr, RestrictedExpression>,
     admin_groups: HashSet<String>,
     /// Where the policies came from, for the log.
     pub source: String,
@@ -355,6 +358,7 @@ impl Policies {
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(300))
                 .build(),
+            ips: moka::sync::Cache::new(10_000),
             admin_groups: admin_groups.iter().cloned().collect(),
             source: dir.map_or("embedded default policies".into(), |d| {
                 d.display().to_string()
@@ -374,14 +378,30 @@ impl Policies {
         route: &RouteFacts<'_>,
         facts: &Facts<'_>,
     ) -> Verdict {
-        match self.evaluate(id, action, route, facts) {
-            Ok(v) => v,
-            Err(e) => Verdict {
+        self.evaluate(id, action, route, facts, true)
+            .unwrap_or_else(|e| Verdict {
                 allow: false,
                 policies: Vec::new(),
                 errors: vec![e],
-            },
-        }
+            })
+    }
+
+    /// [`decide`](Self::decide) without looking up or remembering the verdict: what a
+    /// user's first request on a route costs (benches/pipeline.rs).
+    #[doc(hidden)]
+    pub fn decide_evaluated(
+        &self,
+        id: &Identity,
+        action: Action,
+        route: &RouteFacts<'_>,
+        facts: &Facts<'_>,
+    ) -> Verdict {
+        self.evaluate(id, action, route, facts, false)
+            .unwrap_or_else(|e| Verdict {
+                allow: false,
+                policies: Vec::new(),
+                errors: vec![e],
+            })
     }
 
     /// The principal (with its groups) and the route, as Cedar entities.
@@ -450,6 +470,7 @@ impl Policies {
         action: Action,
         route: &RouteFacts<'_>,
         facts: &Facts<'_>,
+        remember: bool,
     ) -> Result<Verdict, String> {
         let n = &self.names;
         let uid = |ty: &EntityTypeName, name: &str| {
@@ -497,7 +518,7 @@ impl Policies {
                 let _ = write!(verdict_key, "\0client_ip={:?}", facts.client);
             }
         }
-        if let Some(v) = self.verdicts.get(&verdict_key) {
+        if remember && let Some(v) = self.verdicts.get(&verdict_key) {
             return Ok(v);
         }
         let entities = match self.entities.get(&key) {
@@ -525,11 +546,11 @@ impl Policies {
             ),
         ];
         if self.uses_client_ip {
-            let ip = facts
-                .client
-                .map(|c| c.to_string())
-                .unwrap_or_else(|| "0.0.0.0".into());
-            pairs.push(("client_ip".to_string(), RestrictedExpression::new_ip(ip)));
+            let ip = facts.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let value = self
+                .ips
+                .get_with(ip, || RestrictedExpression::new_ip(ip.to_string()));
+            pairs.push(("client_ip".to_string(), value));
         }
         let context = Context::from_pairs(pairs).map_err(|e| e.to_string())?;
         let request = Request::new(user, n.action(action).clone(), resource, context, None)
@@ -548,7 +569,9 @@ impl Policies {
             policies,
             errors,
         };
-        self.verdicts.insert(verdict_key, verdict.clone());
+        if remember {
+            self.verdicts.insert(verdict_key, verdict.clone());
+        }
         Ok(verdict)
     }
 }
