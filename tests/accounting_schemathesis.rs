@@ -57,6 +57,8 @@ fn run(bin: &str, gw: &Gateway, spec: &std::path::Path, user: &str, pw: &str) {
         .args(["--request-timeout", "10", "--report", "har"])
         .arg("--report-dir")
         .arg(&report)
+        // Its cache (`.schemathesis/`) goes to the test's directory, not the repository.
+        .current_dir(gw.dir.path())
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .env("NO_COLOR", "1")
         .output()
