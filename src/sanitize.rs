@@ -117,7 +117,11 @@ impl Sanitizer {
         if !req.raw_path_is_utf8() {
             return Err(bad("the request target is not valid UTF-8"));
         }
-        check_path(origin_form(req.raw_path()))
+        check_path(origin_form(req.raw_path()))?;
+        // And the path routing reads, which pingora derives apart from the raw target: the
+        // two must agree (found by the `sanitize` fuzz target: an empty target has the raw
+        // path `/` but an empty `uri.path()`).
+        check_path(req.uri.path().as_bytes())
     }
 
     /// Removes every inbound identity header (and any configured extra).
@@ -293,6 +297,13 @@ mod tests {
         ] {
             assert!(check_path(p.as_bytes()).is_ok(), "{p} should pass");
         }
+    }
+
+    /// Found by the `sanitize` fuzz target.
+    #[test]
+    fn an_empty_target_is_refused() {
+        let r = RequestHeader::build("GET", b"", None).unwrap();
+        assert!(sanitizer().check(&r, true, None).is_err());
     }
 
     #[test]

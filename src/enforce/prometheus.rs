@@ -14,7 +14,7 @@ use pingora::proxy::Session;
 
 use super::promql::{
     Enforced, Refusal, confine_expr, earliest_read, enforce_selector, own_selector, parse,
-    pinned_ids, pinned_ids_of_selector,
+    pinned_ids, pinned_ids_of_selector, print,
 };
 use crate::authenticate::Caller;
 use crate::authorize::Permit;
@@ -179,7 +179,7 @@ fn rewrite(
                 match rule {
                     Some(Rule::Confine(e)) => {
                         confine_expr(&mut expr, e).map_err(refusal)?;
-                        *v = expr.to_string();
+                        *v = print(&expr).map_err(refusal)?;
                     }
                     Some(Rule::Pin { label, allow }) => {
                         ids.extend(pinned_ids(&expr, label, allow).map_err(refusal)?);

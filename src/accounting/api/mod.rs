@@ -194,8 +194,8 @@ async fn method_not_allowed(req: Request) -> Response {
 
 /// `GET /api/v1/health`: 200 when the database answers, 503 otherwise.
 #[utoipa::path(get, path = "/api/v1/health", responses(
-    (status = 200, description = "The service and its database answer"),
-    (status = 503, description = "The database does not answer"),
+    (status = 200, description = "The service and its database answer", content_type = "text/plain", body = String),
+    (status = 503, description = "The database does not answer (`KO`)", content_type = "text/plain", body = String),
 ))]
 async fn health(State(state): State<AppState>) -> Response {
     match sqlx::query("SELECT 1").execute(state.db.pool()).await {

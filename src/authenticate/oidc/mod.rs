@@ -25,6 +25,10 @@ pub use claims::{ClaimPath, ClaimsConfig};
 pub use login::{LoginConfig, OidcLogin};
 pub use pages::{Page, PageReply};
 pub use provider::{ProviderConfig, http_client};
+/// The sealed cookies' codec, for the fuzz targets (`fuzz/`); the gateway itself reaches it
+/// only through [`OidcLogin`].
+#[doc(hidden)]
+pub use session::{CookieKey, LOGIN_COOKIE, LoginState, SESSION_COOKIE, Session, cookie_values};
 pub use session::{Lifetimes, read_key_file};
 pub use view::SessionView;
 
