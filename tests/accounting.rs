@@ -474,6 +474,11 @@ async fn whole_api(database: &str) {
     assert!(r.bytes().await.unwrap().len() > 100_000);
     let (status, _) = get(&gw, "erin", "/api/v1/health").await;
     assert_eq!(status, 200);
+    // The gateway reused its connections to the service's socket: pingora checks a pooled
+    // connection's peer name against the backend path first, and a socket bound elsewhere
+    // and renamed into place failed that on every reuse, logging an error per request.
+    let log = gw.log_text();
+    assert!(!log.contains("FD mismatch"), "{log}");
 }
 
 async fn data_raw(gw: &Gateway, path: &str) -> Value {

@@ -113,39 +113,30 @@ pub async fn serve_tcp(
         .map_err(|e| format!("accounting service stopped: {e}"))
 }
 
-/// Binds a Unix socket that is 0600 from its first moment: bound inside a fresh 0700
-/// directory, made 0600, then renamed into place (a plain bind would leave it open to
-/// anyone, per the umask, until the chmod).
+/// Binds a Unix socket that is 0600 from its first moment: bound under a umask that leaves
+/// the owner alone (a plain bind would leave it open to anyone, per the umask, until the
+/// chmod), at its final path.
+///
+/// It used to be bound in a private directory and renamed into place, but a socket keeps
+/// the name it was bound to: the gateway's connection pool compares that name (from
+/// getpeername) with the backend's path before reusing a connection, so every reuse failed,
+/// logging "Crit: unix FD mismatch", and each request opened a new connection. The umask is
+/// the process's: a file another thread creates in the same instant is made owner-only too,
+/// more private than asked, never less.
 pub fn bind_private(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, String> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let parent = path
-        .parent()
-        .ok_or_else(|| format!("{} has no directory", path.display()))?;
-    let mut nonce = [0u8; 8];
-    getrandom::getrandom(&mut nonce).map_err(|e| format!("no randomness: {e}"))?;
-    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = parent.join(format!(".accounting-{nonce}"));
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&tmp)
-        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let inner = tmp.join("s");
-    let result = (|| {
-        let listener = std::os::unix::net::UnixListener::bind(&inner)
-            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
-        let _ = std::fs::remove_file(path);
-        std::fs::rename(&inner, path)
-            .map_err(|e| format!("cannot move the socket to {}: {e}", path.display()))?;
-        Ok(listener)
-    })();
-    let _ = std::fs::remove_file(&inner);
-    let _ = std::fs::remove_dir(&tmp);
-    result
+    use nix::sys::stat::{Mode, umask};
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    umask(old);
+    let listener = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
+    Ok(listener)
 }
 
 /// `hpcgate accounting serve`: the service alone on `[accounting] listen`, until SIGTERM or
