@@ -97,6 +97,10 @@ pub struct Metrics {
     /// Credential cache lookups, by cache (`password`, `api_key`, `slurm_token`) and result
     /// (`hit`, `miss`).
     pub auth_cache: IntCounterVec,
+    /// Password checks the back end ran (argon2 hash or LDAP bind), by authenticator and
+    /// result (`ok`, `no_such_user`, `bad_password`, `error`): cache hits and requests that
+    /// shared another's check are not counted.
+    pub password_checks: IntCounterVec,
     /// Policy decisions, by route and decision (`allow`, `deny`).
     pub policy_decisions: IntCounterVec,
     /// Requests refused by a route's rate limit, by route.
@@ -209,6 +213,13 @@ pub fn metrics() -> &'static Metrics {
              (hit, miss)",
             &["cache", "result"],
         );
+        let password_checks = counter(
+            "password_checks_total",
+            "Password checks run by the back end (argon2 hash, LDAP bind), by authenticator and \
+             result (ok, no_such_user, bad_password, error); cache hits and requests sharing a \
+             concurrent check are not counted",
+            &["authenticator", "result"],
+        );
         let policy_decisions = counter(
             "policy_decisions_total",
             "Authorization decisions by route and decision (allow, deny)",
@@ -250,6 +261,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(certificate_reloads.clone()),
             Box::new(auth_duration.clone()),
             Box::new(auth_cache.clone()),
+            Box::new(password_checks.clone()),
             Box::new(policy_decisions.clone()),
             Box::new(rate_limited.clone()),
             Box::new(upstream_requests.clone()),
@@ -270,6 +282,7 @@ pub fn metrics() -> &'static Metrics {
             certificate_reloads,
             auth_duration,
             auth_cache,
+            password_checks,
             policy_decisions,
             rate_limited,
             upstream_requests,

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::password::{Attempt, Begin, PasswordGuard, ThrottleConfig};
+use super::password::{PasswordGuard, Refusal, ThrottleConfig};
 use super::{Authenticator, Identity, Outcome, RequestInfo, basic_challenge};
 use crate::error::Rejection;
 use crate::secret::Secret;
@@ -116,7 +116,7 @@ impl LdapAuth {
         };
         Ok(LdapAuth {
             name: name.to_string(),
-            guard: PasswordGuard::new(cfg.cache_ttl, cfg.throttle)?,
+            guard: PasswordGuard::new(name, cfg.cache_ttl, cfg.throttle)?,
             slots: Semaphore::new(cfg.pool_size.max(1)),
             idle: Mutex::new(Vec::new()),
             tls,
@@ -320,36 +320,26 @@ impl Authenticator for LdapAuth {
     }
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
-        let Attempt {
-            user,
-            password,
-            key,
-        } = match self.guard.begin(req).await {
-            Begin::Decided(outcome) => return outcome,
-            Begin::Check(a) => a,
-        };
-        // One deadline for the whole exchange: a directory that accepts the connection and
-        // never answers must not hold the request.
-        let result = tokio::time::timeout(self.cfg.timeout * 3, self.lookup(&user, &password))
+        self.guard
+            .authenticate(req, &self.cfg.realm, |user, password| async move {
+                // One deadline for the whole exchange: a directory that accepts the connection
+                // and never answers must not hold the request.
+                let result =
+                    tokio::time::timeout(self.cfg.timeout * 3, self.lookup(&user, &password))
+                        .await
+                        .unwrap_or_else(|_| Err(unavailable("timed out")));
+                result.map_err(|failure| match failure {
+                    Failure::NoSuchUser => Refusal::NoSuchUser,
+                    Failure::BadPassword => Refusal::BadPassword,
+                    Failure::Unavailable(why) => {
+                        tracing::error!(authenticator = %self.name, error = %why, "LDAP cannot answer");
+                        Refusal::Failed(Rejection::Unavailable(
+                            "the directory cannot answer right now; try again shortly".into(),
+                        ))
+                    }
+                })
+            })
             .await
-            .unwrap_or_else(|_| Err(unavailable("timed out")));
-        match result {
-            Ok(id) => {
-                self.guard.remember(key, &id).await;
-                Outcome::Authenticated(id)
-            }
-            Err(Failure::NoSuchUser) => Outcome::NotMine,
-            Err(Failure::BadPassword) => {
-                self.guard
-                    .wrong_password(&user, req.client, &self.cfg.realm)
-            }
-            Err(Failure::Unavailable(why)) => {
-                tracing::error!(authenticator = %self.name, error = %why, "LDAP cannot answer");
-                Outcome::Rejected(Rejection::Unavailable(
-                    "the directory cannot answer right now; try again shortly".into(),
-                ))
-            }
-        }
     }
 }
 

@@ -14,19 +14,15 @@ use sha2::{Digest, Sha256};
 use super::{Identity, Outcome, RequestInfo, basic_challenge, basic_credentials};
 use crate::error::Rejection;
 
-/// A password attempt the back end has to check.
-pub struct Attempt {
-    pub user: String,
-    pub password: String,
-    /// Where a success is remembered.
-    pub key: [u8; 32],
-}
-
-/// How a password attempt starts.
-pub enum Begin {
-    /// Decided without the back end: not Basic, malformed, cached, or throttled.
-    Decided(Outcome),
-    Check(Attempt),
+/// Why a password back end did not say yes.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// The back end does not know this user: the next authenticator may.
+    NoSuchUser,
+    /// Known user, wrong password: counted for the throttle, answered 401.
+    BadPassword,
+    /// The back end could not decide (down, slow, broken); the rejection to send.
+    Failed(Rejection),
 }
 
 /// Failures allowed per window, for one user or one client address.
@@ -46,6 +42,8 @@ impl Default for ThrottleConfig {
 }
 
 pub struct PasswordGuard {
+    /// The authenticator's name, for metrics.
+    name: String,
     cache: Option<moka::future::Cache<[u8; 32], Identity>>,
     salt: [u8; 32],
     throttle: ThrottleConfig,
@@ -54,10 +52,11 @@ pub struct PasswordGuard {
 }
 
 impl PasswordGuard {
-    pub fn new(cache_ttl: Duration, throttle: ThrottleConfig) -> Result<Self, String> {
+    pub fn new(name: &str, cache_ttl: Duration, throttle: ThrottleConfig) -> Result<Self, String> {
         let mut salt = [0u8; 32];
         getrandom::getrandom(&mut salt).map_err(|e| format!("no randomness: {e}"))?;
         Ok(PasswordGuard {
+            name: name.to_string(),
             cache: (!cache_ttl.is_zero()).then(|| {
                 moka::future::Cache::builder()
                     .max_capacity(100_000)
@@ -73,35 +72,67 @@ impl PasswordGuard {
         })
     }
 
-    /// The common start of every password authenticator: Basic credentials, then the
-    /// success cache, then the throttle (before the back end is asked anything).
-    pub async fn begin(&self, req: &RequestInfo<'_>) -> Begin {
+    /// Every password authenticator's request: Basic credentials, then the success cache,
+    /// then the throttle (before the back end is asked anything), then `check`.
+    ///
+    /// Requests carrying the same credentials while no success is cached share one `check`:
+    /// when a busy user's entry expires, one hash or bind runs instead of one per waiting
+    /// request (each argon2 check takes ~20 MiB and tens of milliseconds).
+    pub async fn authenticate<F, Fut>(
+        &self,
+        req: &RequestInfo<'_>,
+        realm: &str,
+        check: F,
+    ) -> Outcome
+    where
+        F: FnOnce(String, String) -> Fut,
+        Fut: Future<Output = Result<Identity, Refusal>>,
+    {
         let (user, password) = match basic_credentials(req.headers) {
-            None => return Begin::Decided(Outcome::NotMine),
-            Some(Err(r)) => return Begin::Decided(Outcome::Rejected(r)),
+            None => return Outcome::NotMine,
+            Some(Err(r)) => return Outcome::Rejected(r),
             Some(Ok(c)) => c,
         };
         let key = self.key(&user, &password);
         if let Some(id) = self.cached(&key).await {
-            return Begin::Decided(Outcome::Authenticated(id));
+            return Outcome::Authenticated(id);
         }
         if let Err(r) = self.check(&user, req.client) {
-            return Begin::Decided(Outcome::Rejected(r));
+            return Outcome::Rejected(r);
         }
-        Begin::Check(Attempt {
-            user,
-            password,
-            key,
-        })
-    }
-
-    /// A wrong password: counted for the throttle, answered 401.
-    pub fn wrong_password(&self, user: &str, client: Option<IpAddr>, realm: &str) -> Outcome {
-        self.failed(user, client);
-        Outcome::Rejected(Rejection::Unauthorized {
-            reason: "invalid user name or password".into(),
-            challenge: basic_challenge(realm),
-        })
+        let counted = async {
+            let checked = check(user.clone(), password).await;
+            let result = match &checked {
+                Ok(_) => "ok",
+                Err(Refusal::NoSuchUser) => "no_such_user",
+                Err(Refusal::BadPassword) => "bad_password",
+                Err(Refusal::Failed(_)) => "error",
+            };
+            crate::telemetry::metrics()
+                .password_checks
+                .with_label_values(&[self.name.as_str(), result])
+                .inc();
+            checked
+        };
+        let checked = match &self.cache {
+            Some(cache) => cache
+                .try_get_with(key, counted)
+                .await
+                .map_err(|shared| (*shared).clone()),
+            None => counted.await,
+        };
+        match checked {
+            Ok(id) => Outcome::Authenticated(id),
+            Err(Refusal::NoSuchUser) => Outcome::NotMine,
+            Err(Refusal::BadPassword) => {
+                self.failed(&user, req.client);
+                Outcome::Rejected(Rejection::Unauthorized {
+                    reason: "invalid user name or password".into(),
+                    challenge: basic_challenge(realm),
+                })
+            }
+            Err(Refusal::Failed(r)) => Outcome::Rejected(r),
+        }
     }
 
     pub fn key(&self, user: &str, password: &str) -> [u8; 32] {
@@ -113,16 +144,10 @@ impl PasswordGuard {
         h.finalize().into()
     }
 
-    pub async fn cached(&self, key: &[u8; 32]) -> Option<Identity> {
+    async fn cached(&self, key: &[u8; 32]) -> Option<Identity> {
         let found = self.cache.as_ref()?.get(key).await;
         crate::telemetry::metrics().cache_lookup("password", found.is_some());
         found
-    }
-
-    pub async fn remember(&self, key: [u8; 32], id: &Identity) {
-        if let Some(c) = &self.cache {
-            c.insert(key, id.clone()).await;
-        }
     }
 
     fn keys(user: &str, client: Option<IpAddr>) -> Vec<String> {
@@ -176,6 +201,7 @@ mod tests {
     #[test]
     fn failures_throttle_per_user_and_per_address() {
         let g = PasswordGuard::new(
+            "t",
             Duration::ZERO,
             ThrottleConfig {
                 max_failures: 3,
@@ -198,7 +224,7 @@ mod tests {
 
     #[test]
     fn keys_depend_on_user_and_password() {
-        let g = PasswordGuard::new(Duration::from_secs(1), ThrottleConfig::default()).unwrap();
+        let g = PasswordGuard::new("t", Duration::from_secs(1), ThrottleConfig::default()).unwrap();
         assert_ne!(g.key("a", "bc"), g.key("ab", "c"));
         assert_eq!(g.key("a", "b"), g.key("a", "b"));
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::password::{Attempt, Begin, PasswordGuard, ThrottleConfig};
+use super::password::{PasswordGuard, Refusal, ThrottleConfig};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use async_trait::async_trait;
@@ -135,7 +135,7 @@ impl StaticUsers {
                     )
                 })
                 .collect(),
-            guard: PasswordGuard::new(cache_ttl, throttle)?,
+            guard: PasswordGuard::new(name, cache_ttl, throttle)?,
             checks: Semaphore::new(4),
             dummy_hash: hash_password("hpcgate-dummy-password")?,
         })
@@ -172,34 +172,26 @@ impl Authenticator for StaticUsers {
     }
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
-        let Attempt {
-            user,
-            password,
-            key,
-        } = match self.guard.begin(req).await {
-            Begin::Decided(outcome) => return outcome,
-            Begin::Check(a) => a,
-        };
-        let Some(entry) = self.users.get(&user).cloned() else {
-            // Same cost as a real check, then let the next authenticator try.
-            let _ = self.verify(self.dummy_hash.clone(), password).await;
-            return Outcome::NotMine;
-        };
-        match self.verify(entry.hash.clone(), password).await {
-            Err(r) => Outcome::Rejected(r),
-            Ok(false) => self.guard.wrong_password(&user, req.client, &self.realm),
-            Ok(true) => {
-                let id = Identity::new(
-                    user,
-                    entry.groups.clone(),
-                    entry.email.clone(),
-                    "static",
-                    &self.name,
-                );
-                self.guard.remember(key, &id).await;
-                Outcome::Authenticated(id)
-            }
-        }
+        self.guard
+            .authenticate(req, &self.realm, |user, password| async move {
+                let Some(entry) = self.users.get(&user).cloned() else {
+                    // Same cost as a real check, then let the next authenticator try.
+                    let _ = self.verify(self.dummy_hash.clone(), password).await;
+                    return Err(Refusal::NoSuchUser);
+                };
+                match self.verify(entry.hash.clone(), password).await {
+                    Err(r) => Err(Refusal::Failed(r)),
+                    Ok(false) => Err(Refusal::BadPassword),
+                    Ok(true) => Ok(Identity::new(
+                        user,
+                        entry.groups.clone(),
+                        entry.email.clone(),
+                        "static",
+                        &self.name,
+                    )),
+                }
+            })
+            .await
     }
 }
 
