@@ -7,7 +7,7 @@
 //! What a reload cannot change: the listeners (addresses, TLS on or off, HTTP/2, client
 //! CAs) — the sockets were opened before privileges were dropped, so a config that changes
 //! them is refused as a whole (use a restart or a graceful upgrade); and settings read only
-//! at start (`[process]`, `[server] threads`, `state_dir`, `[logging]`), which are reported
+//! at start (`[process]`, `[server] threads`, `upstream_keepalive`, `state_dir`, `[logging]`), which are reported
 //! as needing a restart while the rest is applied.
 //!
 //! Certificates are also watched: every `process.watch_certificates` the certificate and key
@@ -59,6 +59,10 @@ fn start_only(config: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("process", format!("{:?}", config.process)),
         ("server.threads", config.threads.to_string()),
+        (
+            "server.upstream_keepalive",
+            config.upstream_keepalive.to_string(),
+        ),
         ("server.state_dir", config.state_dir.display().to_string()),
         (
             "logging",

@@ -228,6 +228,7 @@ pub fn run(
     let grace = config.grace_period.as_secs().max(1);
     let conf = ServerConf {
         threads: config.threads,
+        upstream_keepalive_pool_size: config.upstream_keepalive,
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: config.process.upgrade_socket.display().to_string(),

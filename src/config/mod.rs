@@ -55,6 +55,8 @@ pub struct Config {
     pub path: PathBuf,
     pub state_dir: PathBuf,
     pub threads: usize,
+    /// Idle upstream connections kept for reuse, all pools together.
+    pub upstream_keepalive: usize,
     pub grace_period: Duration,
     /// Normalised (lower case, `_` → `-`) names of inbound headers to strip.
     pub strip_headers: Vec<String>,

@@ -14,6 +14,8 @@ pub struct Server {
     pub state_dir: Option<String>,
     /// Worker threads of the proxy service.
     pub threads: Option<usize>,
+    /// Idle upstream connections kept open for reuse, across all pools.
+    pub upstream_keepalive: Option<usize>,
     /// How long SIGTERM/SIGINT wait for in-flight requests before the process exits.
     pub grace_period: Option<String>,
     /// Extra inbound headers to strip, on top of the built-in identity header list.

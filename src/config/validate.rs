@@ -225,6 +225,10 @@ impl Validator {
         if threads == 0 || threads > 1024 {
             self.err("server.threads", "must be between 1 and 1024");
         }
+        let upstream_keepalive = server.upstream_keepalive.unwrap_or(1024);
+        if upstream_keepalive > 65536 {
+            self.err("server.upstream_keepalive", "must be at most 65536");
+        }
         let grace_period = self.duration(
             "server.grace_period",
             server.grace_period.as_deref(),
@@ -338,6 +342,7 @@ impl Validator {
             path: path.to_path_buf(),
             state_dir,
             threads,
+            upstream_keepalive,
             grace_period,
             strip_headers,
             process,
