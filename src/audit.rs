@@ -1,12 +1,16 @@
 //! The audit log: one JSON line per decision (who, which route, what, allowed or denied and
 //! by which policy, the backend, status and latency), separate from the access log.
 //!
-//! Lines are handed to a writer thread, so a slow disk never blocks a request. Nothing secret
-//! is ever put in a record: the path without its query, names, and decisions.
+//! Lines are handed to a writer thread, so a slow disk never blocks a request. At most
+//! `[audit] backlog` lines wait for it: when the disk stalls for longer than that, further
+//! records are dropped, counted (`hpcgate_audit_records_dropped_total`) and reported in the
+//! log once per episode, rather than held in memory until the process is killed. Nothing
+//! secret is ever put in a record: the path without its query, names, and decisions.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 
 use serde::Serialize;
 
@@ -41,12 +45,26 @@ const COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub struct AuditLog {
     tx: Option<mpsc::Sender<String>>,
+    /// Lines sent and not yet taken by the writer. (Counted beside an unbounded channel: a
+    /// bounded one would allocate all `backlog` slots up front.)
+    queued: Arc<AtomicUsize>,
+    backlog: usize,
+    /// Records are being dropped (the backlog is full).
+    dropping: AtomicBool,
 }
 
 impl AuditLog {
-    pub fn open(sink: &AuditSink) -> Result<AuditLog, String> {
+    /// `backlog`: lines that may wait for the writer before records are dropped.
+    pub fn open(sink: &AuditSink, backlog: usize) -> Result<AuditLog, String> {
         let mut out: Box<dyn Write + Send> = match sink {
-            AuditSink::Off => return Ok(AuditLog { tx: None }),
+            AuditSink::Off => {
+                return Ok(AuditLog {
+                    tx: None,
+                    queued: Arc::default(),
+                    backlog,
+                    dropping: AtomicBool::new(false),
+                });
+            }
             AuditSink::Stdout => Box::new(std::io::stdout()),
             AuditSink::File(path) => {
                 if let Some(dir) = path.parent() {
@@ -64,17 +82,22 @@ impl AuditLog {
             }
         };
         let (tx, rx) = mpsc::channel::<String>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         std::thread::Builder::new()
             .name("hpcgate-audit".into())
             .spawn(move || {
                 while let Ok(line) = rx.recv() {
                     let mut batch = line;
                     batch.push('\n');
+                    let mut lines = 1;
                     // Take whatever else is queued, then write and flush once.
                     while let Ok(more) = rx.try_recv() {
                         batch.push_str(&more);
                         batch.push('\n');
+                        lines += 1;
                     }
+                    taken.fetch_sub(lines, Ordering::Relaxed);
                     if out
                         .write_all(batch.as_bytes())
                         .and_then(|_| out.flush())
@@ -90,14 +113,37 @@ impl AuditLog {
                 }
             })
             .map_err(|e| format!("cannot start the audit writer: {e}"))?;
-        Ok(AuditLog { tx: Some(tx) })
+        Ok(AuditLog {
+            tx: Some(tx),
+            queued,
+            backlog,
+            dropping: AtomicBool::new(false),
+        })
     }
 
     pub fn write(&self, record: &Record<'_>) {
-        if let Some(tx) = &self.tx
-            && let Ok(line) = serde_json::to_string(record)
-        {
-            let _ = tx.send(line);
+        let Some(tx) = &self.tx else { return };
+        if self.queued.load(Ordering::Relaxed) < self.backlog {
+            let Ok(line) = serde_json::to_string(record) else {
+                return;
+            };
+            self.queued.fetch_add(1, Ordering::Relaxed);
+            if tx.send(line).is_ok() {
+                if self.dropping.load(Ordering::Relaxed)
+                    && self.dropping.swap(false, Ordering::Relaxed)
+                {
+                    tracing::warn!("the audit log is being written again");
+                }
+                return;
+            }
+        }
+        crate::telemetry::metrics().audit_dropped.inc();
+        if !self.dropping.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "audit records are being dropped: the audit log's writer is behind by \
+                 [audit] backlog lines (a stalled or full disk?); see \
+                 hpcgate_audit_records_dropped_total"
+            );
         }
     }
 }

@@ -103,7 +103,10 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
             .collect(),
         policies: config.policies.clone(),
         utc_offset: config.utc_offset,
-        audit: Arc::new(crate::audit::AuditLog::open(&config.audit)?),
+        audit: Arc::new(crate::audit::AuditLog::open(
+            &config.audit,
+            config.audit_backlog,
+        )?),
         rate_limits: Arc::new(crate::authorize::rate_limit::RateLimiters::new(
             &config.routes,
             config.redis_url.as_ref().map(|s| s.expose()),

@@ -5,7 +5,9 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Logging;
@@ -110,6 +112,8 @@ pub struct Metrics {
     pub upstream_requests: IntCounterVec,
     /// Time of requests that went upstream, by pool.
     pub upstream_duration: HistogramVec,
+    /// Audit records dropped because the writer fell `[audit] backlog` lines behind.
+    pub audit_dropped: IntCounter,
     /// 1 while a backend is up, 0 while down, -1 before its first check (set at scrape).
     pub backend_up: IntGaugeVec,
 }
@@ -242,6 +246,12 @@ pub fn metrics() -> &'static Metrics {
              pool",
             &["pool"],
         );
+        let audit_dropped = IntCounter::new(
+            "audit_records_dropped_total",
+            "Audit records dropped because the audit log's writer was [audit] backlog lines \
+             behind (a stalled or full disk)",
+        )
+        .expect("static metric definition");
         let backend_up = IntGaugeVec::new(
             Opts::new(
                 "backend_up",
@@ -267,6 +277,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(upstream_requests.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(backend_up.clone()),
+            Box::new(audit_dropped.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -288,6 +299,7 @@ pub fn metrics() -> &'static Metrics {
             upstream_requests,
             upstream_duration,
             backend_up,
+            audit_dropped,
         }
     })
 }

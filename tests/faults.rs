@@ -490,3 +490,105 @@ async fn a_removed_key_database_means_503() {
     let log = gw.log_text();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// An audit log whose disk stalls (here a FIFO that is open but never read: once the pipe is
+/// full, the writer blocks): requests keep being served; past `[audit] backlog` lines the
+/// records are dropped, counted and reported once, not held in memory; when the disk comes
+/// back, records are written again.
+#[tokio::test]
+async fn a_stalled_audit_log_drops_records_instead_of_holding_them() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let ok = Recorder::start(Duration::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("audit.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    // Open for reading first, so that the gateway's open for writing does not block.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let gw = Gateway::start(Setup {
+        body: pool("ok", ok.addr) + &route("ok", "ok", "public"),
+        audit: Some(format!("path = \"{}\"\nbacklog = 20", fifo.display())),
+        ..Default::default()
+    })
+    .await;
+    let c = gw.client(false);
+    // Records are ~300 bytes: the 64 KiB pipe takes ~200, the backlog 20, the rest is dropped.
+    const SENT: usize = 600;
+    for i in 0..SENT {
+        let r = c.get(gw.url(&format!("/ok/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    let metrics = c
+        .get(gw.url("/-/metrics"))
+        .header("authorization", basic("alice", ALICE_PW))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hpcgate_audit_records_dropped_total "))
+        .unwrap_or_else(|| panic!("no hpcgate_audit_records_dropped_total in\n{metrics}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (100.0..SENT as f64).contains(&dropped),
+        "dropped {dropped} of {SENT}"
+    );
+    let log = gw.log_text();
+    assert_eq!(
+        log.matches("audit records are being dropped").count(),
+        1,
+        "reported once per episode: {log}"
+    );
+    // The disk comes back: drain the pipe until the writer has caught up.
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let drain = |reader: &mut std::fs::File, seen: &mut Vec<u8>, buf: &mut [u8]| loop {
+        match reader.read(buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => break, // WouldBlock: nothing more right now
+        }
+    };
+    for _ in 0..20 {
+        drain(&mut reader, &mut seen, &mut buf);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c.get(gw.url("/ok/after")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        drain(&mut reader, &mut seen, &mut buf);
+        if String::from_utf8_lossy(&seen).contains("\"/ok/after\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the record of /ok/after never came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = String::from_utf8_lossy(&seen);
+    let written = text.lines().filter(|l| l.contains("\"/ok/")).count();
+    assert!(
+        written < SENT,
+        "{written} records written, {dropped} dropped"
+    );
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("whole JSON lines");
+        assert_eq!(v["decision"], "allow");
+    }
+    let log = gw.log_text();
+    assert!(
+        log.contains("the audit log is being written again"),
+        "{log}"
+    );
+    assert!(!log.contains("panicked"), "{log}");
+}

@@ -71,6 +71,8 @@ pub struct Config {
     /// Seconds east of UTC for policy time facts.
     pub utc_offset: i64,
     pub audit: AuditSink,
+    /// Audit lines that may wait for the writer.
+    pub audit_backlog: usize,
     pub redis_url: Option<Secret>,
     pub redis_timeout: Duration,
     pub database: crate::store::DbConfig,

@@ -468,6 +468,8 @@ pub struct Authorization {
 pub struct Audit {
     /// Where audit lines go: a file path (appended), `-` for standard output, or `off`.
     pub path: Option<String>,
+    /// Lines that may wait for the writer before records are dropped (default 65536).
+    pub backlog: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]

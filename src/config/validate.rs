@@ -337,6 +337,10 @@ impl Validator {
             Some("off") => AuditSink::Off,
             Some(p) => AuditSink::File(resolve_path(&self.base, p)),
         };
+        let audit_backlog = raw.audit.backlog.unwrap_or(65_536);
+        if audit_backlog == 0 || audit_backlog > 10_000_000 {
+            self.err("audit.backlog", "must be between 1 and 10000000");
+        }
 
         Config {
             path: path.to_path_buf(),
@@ -355,6 +359,7 @@ impl Validator {
             policies,
             utc_offset,
             audit,
+            audit_backlog,
             redis_url,
             redis_timeout,
             database,

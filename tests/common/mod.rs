@@ -166,6 +166,8 @@ pub struct Setup {
     /// Otherwise the gateway is started with `--allow-root` and stays root (the test machine
     /// runs tests as root, and some read files only root may read).
     pub as_service_user: bool,
+    /// The `[audit]` section's keys (default: `path = "audit.log"`).
+    pub audit: Option<String>,
 }
 
 pub fn bin() -> &'static str {
@@ -223,8 +225,9 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
          [authenticators.public]\ntype = \"none\"\n\n\
          [gateway]\nauthenticators = {gateway_auth:?}\n\n\
          [authorization]\nadmin_groups = [\"hpc-admins\"]\n{policies}\n\
-         [audit]\npath = \"audit.log\"\n\n{}\n",
+         [audit]\n{}\n\n{}\n",
         setup.tls_listener_extra,
+        setup.audit.as_deref().unwrap_or("path = \"audit.log\""),
         setup.body.replace("@TLS_PORT@", &tls_port.to_string())
     );
     std::fs::write(dir.join("hpcgate.toml"), config).unwrap();
