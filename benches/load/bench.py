@@ -301,9 +301,10 @@ def to_ms(v):
     return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000
 
 
-def wrk(url, conns, seconds, headers):
+def wrk(url, conns, seconds, headers, script=None):
+    extra = ["-s", script] if script else []
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", *headers, url],
+        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", *headers, *extra, url],
         capture_output=True,
         text=True,
     )
@@ -327,7 +328,7 @@ def wrk(url, conns, seconds, headers):
     }
 
 
-def measure(row, tls, conns, workers, ports, seconds):
+def measure(row, tls, conns, workers, ports, seconds, script=None):
     procs = []
     if row == "a":
         port = ports["up_tls"] if tls else ports["up"]
@@ -345,7 +346,7 @@ def measure(row, tls, conns, workers, ports, seconds):
         wrk(url, conns, 1, headers_for(row))  # warm-up: connections, TLS, caches
         pids = [p for pr in procs for p in pr.pids()]
         cpu0 = cpu_seconds(pids)
-        r = wrk(url, conns, seconds, headers_for(row))
+        r = wrk(url, conns, seconds, headers_for(row), script)
         cpu = cpu_seconds(pids) - cpu0
         r["cpu_s_per_100k"] = round(cpu / r["requests"] * 100_000, 3) if procs else None
         r["peak_rss_mib"] = round(status_kib(pids, "VmHWM") / 1024, 1) if procs else None
@@ -355,6 +356,50 @@ def measure(row, tls, conns, workers, ports, seconds):
         for p in procs:
             p.stop()
     return r
+
+
+PACE_MS = 10  # per connection, between a response and the next request, in paced runs
+
+
+def paced_script(delay_ms):
+    path = os.path.join(WORK, f"pace-{delay_ms}.lua")
+    with open(path, "w") as f:
+        f.write(f"function delay()\n  return {delay_ms}\nend\n")
+    return path
+
+
+def added_latency(ports, results, seconds, rounds):
+    """Latency hpcgate's row f adds over direct (row a) at half of f's maximum: plain HTTP, 1
+    worker. wrk has no rate limit, so the load is set by connections that each wait PACE_MS
+    between requests (wrk's latency excludes the wait), calibrated on row f; then a and f
+    run with the same connections and pacing, interleaved."""
+    best = max(
+        median([r["rps"] for r in results if (r["workers"], r["transport"], r["conns"], r["row"]) == (1, "plain", c, "f")])
+        or 0
+        for c in {r["conns"] for r in results}
+    )
+    if not best:
+        return None
+    target = best / 2
+    script = paced_script(PACE_MS)
+    conns = max(1, round(target * PACE_MS / 1000))
+    for _ in range(4):
+        r = measure("f", False, conns, 1, ports, 2, script)
+        print(f"pacing: {conns} connections → {r['rps']:.0f} req/s (target {target:.0f})", flush=True)
+        if abs(r["rps"] - target) <= 0.05 * target:
+            break
+        conns = max(1, round(conns * target / max(r["rps"], 1.0)))
+    runs = {"a": [], "f": []}
+    for _ in range(rounds):
+        for row in "af":
+            runs[row].append(measure(row, False, conns, 1, ports, seconds, script))
+    out = {"f_max_rps": best, "target_rps": round(target), "connections": conns, "pace_ms": PACE_MS}
+    for row in "af":
+        for k in ["rps", "p50_ms", "p99_ms"]:
+            out[f"{row}_{k}"] = median([r[k] for r in runs[row]])
+    out["added_p50_us"] = round((out["f_p50_ms"] - out["a_p50_ms"]) * 1000)
+    out["added_p99_us"] = round((out["f_p99_ms"] - out["a_p99_ms"]) * 1000)
+    return out
 
 
 def memory(ports):
@@ -447,14 +492,15 @@ def main():
                                 f"{r['rps']:>9.0f} req/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms",
                                 flush=True,
                             )
+        latency = added_latency(ports, results, args.seconds, args.rounds) if set("af") <= set(args.rows) else None
         mem = memory(ports)
     finally:
         upstream.stop()
-    report(args, results, mem)
+    report(args, results, mem, latency)
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def report(args, results, mem):
+def report(args, results, mem, latency):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
     os.makedirs(args.out, exist_ok=True)
     base = os.path.join(args.out, stamp)
@@ -468,7 +514,11 @@ def report(args, results, mem):
         "hpcgate": subprocess.run([HPCGATE, "version"], capture_output=True, text=True).stdout.strip(),
     }
     with open(base + ".json", "w") as f:
-        json.dump({"machine": machine, "args": vars(args), "runs": results, "memory": mem}, f, indent=1)
+        json.dump(
+            {"machine": machine, "args": vars(args), "runs": results, "added_latency": latency, "memory": mem},
+            f,
+            indent=1,
+        )
     lines = [
         f"# Load comparison, {stamp}",
         "",
@@ -516,6 +566,23 @@ def report(args, results, mem):
         for s in summary:
             lines.append(f"| {s[0]} | {s[1]:.2f} | {s[2]:.2f} | {s[3]:.2f} | {s[4]:.2f} |")
         lines.append("")
+    if latency:
+        lat = latency
+        lines += [
+            "## Added latency (plain HTTP, 1 worker, at half of f's maximum)",
+            "",
+            f"f's maximum {lat['f_max_rps']:.0f} req/s; {lat['connections']} connections waiting "
+            f"{lat['pace_ms']} ms between requests; medians of {args.rounds} interleaved run(s).",
+            "",
+            "| row | req/s | p50 ms | p99 ms |",
+            "|---|---|---|---|",
+            f"| a {ROW_NAMES['a']} | {lat['a_rps']:.0f} | {lat['a_p50_ms']:.3f} | {lat['a_p99_ms']:.3f} |",
+            f"| f {ROW_NAMES['f']} | {lat['f_rps']:.0f} | {lat['f_p50_ms']:.3f} | {lat['f_p99_ms']:.3f} |",
+            "",
+            f"Added by f: p50 {lat['added_p50_us']} µs (target ≤ 100 µs), "
+            f"p99 {lat['added_p99_us']} µs (target ≤ 1,000 µs).",
+            "",
+        ]
     lines += [
         "## Memory (1 worker, plain HTTP)",
         "",
