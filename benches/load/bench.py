@@ -364,15 +364,18 @@ PACE_MS = 10  # per connection, between a response and the next request, in pace
 def paced_script(delay_ms):
     path = os.path.join(WORK, f"pace-{delay_ms}.lua")
     with open(path, "w") as f:
-        f.write(f"function delay()\n  return {delay_ms}\nend\n")
+        # Uniform in [0, 2 × delay]: the mean is the delay, and connections do not fire in
+        # step (a fixed delay makes every connection's timer expire in the same millisecond,
+        # and the burst's queueing then dominates both rows' latency).
+        f.write(f"function delay()\n  return math.random(0, {2 * delay_ms})\nend\n")
     return path
 
 
 def added_latency(ports, results, seconds, rounds):
     """Latency hpcgate's row f adds over direct (row a) at half of f's maximum: plain HTTP, 1
     worker. wrk has no rate limit, so the load is set by connections that each wait PACE_MS
-    between requests (wrk's latency excludes the wait), calibrated on row f; then a and f
-    run with the same connections and pacing, interleaved."""
+    on average between requests (wrk's latency excludes the wait), calibrated on row f; then
+    a and f run with the same connections and pacing, interleaved."""
     best = max(
         median([r["rps"] for r in results if (r["workers"], r["transport"], r["conns"], r["row"]) == (1, "plain", c, "f")])
         or 0
