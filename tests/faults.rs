@@ -522,21 +522,7 @@ async fn a_stalled_audit_log_drops_records_instead_of_holding_them() {
         let r = c.get(gw.url(&format!("/ok/{i}"))).send().await.unwrap();
         assert_eq!(r.status(), 200, "request {i}");
     }
-    let metrics = c
-        .get(gw.url("/-/metrics"))
-        .header("authorization", basic("alice", ALICE_PW))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let dropped: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hpcgate_audit_records_dropped_total "))
-        .unwrap_or_else(|| panic!("no hpcgate_audit_records_dropped_total in\n{metrics}"))
-        .parse()
-        .unwrap();
+    let dropped = gw.metric("hpcgate_audit_records_dropped_total ").await;
     assert!(
         (100.0..SENT as f64).contains(&dropped),
         "dropped {dropped} of {SENT}"

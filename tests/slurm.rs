@@ -106,24 +106,6 @@ async fn submit(gw: &Gateway, prefix: &str, user: &str, pw: &str, body: &serde_j
         .unwrap_or_else(|| panic!("no job_id: {v}"))
 }
 
-async fn metric(gw: &Gateway, name: &str) -> f64 {
-    let text = gw
-        .client(false)
-        .get(gw.url("/-/metrics"))
-        .header("authorization", basic("alice", ALICE_PW))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// An HS256 token over Slurm's key, as slurm-jwt.py makes it: for asking slurmrestd directly.
 fn direct_token(slurm: &RealServer, user: &str) -> String {
     let key = std::fs::read(slurm.get("SLURM_JWT_KEY")).unwrap();
@@ -234,11 +216,8 @@ async fn mint_alice_submits_bob_cannot_cancel_and_slurms_answer_reaches_him_unch
     );
     // ...and the gateway logged and counted it.
     assert_eq!(
-        metric(
-            &gw,
-            "hpcgate_slurm_errors_total{route=\"hpcgate\",status=\"500\"}"
-        )
-        .await,
+        gw.metric("hpcgate_slurm_errors_total{route=\"hpcgate\",status=\"500\"}")
+            .await,
         1.0
     );
     assert!(gw.log_text().contains("slurmrestd answered with an error"));
@@ -301,7 +280,8 @@ async fn mint_alice_submits_bob_cannot_cancel_and_slurms_answer_reaches_him_unch
 
     // One token per user, reused for every request until shortly before it expires.
     assert_eq!(
-        metric(&gw, "hpcgate_slurm_tokens_minted_total{route=\"hpcgate\"}").await,
+        gw.metric("hpcgate_slurm_tokens_minted_total{route=\"hpcgate\"}")
+            .await,
         2.0
     );
     // Tokens and the key never reach the log.

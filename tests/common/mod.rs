@@ -335,6 +335,26 @@ impl Gateway {
         panic!("no audit record for request {request_id}");
     }
 
+    /// The value of the first `/-/metrics` line starting with `name` (labels included), as
+    /// alice sees it; 0 when there is none.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client(false)
+            .get(self.url("/-/metrics"))
+            .header("authorization", basic("alice", ALICE_PW))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
