@@ -27,15 +27,6 @@ fn proc_status(path: &str) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-async fn get(gw: &Gateway, path: &str, user: &str, pw: &str) -> reqwest::Response {
-    gw.client(false)
-        .get(gw.url(path))
-        .header("authorization", basic(user, pw))
-        .send()
-        .await
-        .unwrap()
-}
-
 /// Replaces text in the config file (which stays owned by whoever owned it).
 fn edit_config(gw: &Gateway, from: &str, to: &str) {
     let path = gw.config_path();
@@ -78,7 +69,7 @@ async fn started_as_root_it_serves_a_low_port_as_nobody_without_capabilities() {
         assert_eq!(s["NoNewPrivs"], "1", "{task:?}");
     }
     // It still serves, on both listeners.
-    let r = get(&gw, "/echo/x", "alice", ALICE_PW).await;
+    let r = gw.get_as("/echo/x", "alice", ALICE_PW).await;
     assert_eq!(r.status(), 200);
     let raw = gw
         .raw(
@@ -91,7 +82,8 @@ async fn started_as_root_it_serves_a_low_port_as_nobody_without_capabilities() {
         .await;
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     // Admins see the process in /-/status; others do not.
-    let st: serde_json::Value = get(&gw, "/-/status", "alice", ALICE_PW)
+    let st: serde_json::Value = gw
+        .get_as("/-/status", "alice", ALICE_PW)
         .await
         .json()
         .await
@@ -101,7 +93,8 @@ async fn started_as_root_it_serves_a_low_port_as_nobody_without_capabilities() {
     assert_eq!(p["no_new_privs"], true);
     assert_eq!(p["capabilities"]["effective"], serde_json::json!([]));
     assert_eq!(p["capabilities"]["bounding"], serde_json::json!([]));
-    let st: serde_json::Value = get(&gw, "/-/status", "bob", BOB_PW)
+    let st: serde_json::Value = gw
+        .get_as("/-/status", "bob", BOB_PW)
         .await
         .json()
         .await
@@ -171,9 +164,9 @@ async fn reload_applies_a_new_route_and_users_file_and_refuses_a_broken_config()
         ..Default::default()
     })
     .await;
-    assert_eq!(get(&gw, "/a/x", "alice", ALICE_PW).await.status(), 200);
-    assert_eq!(get(&gw, "/b/x", "alice", ALICE_PW).await.status(), 404);
-    assert_eq!(get(&gw, "/a/x", "carol", "carol-pw").await.status(), 401);
+    assert_eq!(gw.get_as("/a/x", "alice", ALICE_PW).await.status(), 200);
+    assert_eq!(gw.get_as("/b/x", "alice", ALICE_PW).await.status(), 404);
+    assert_eq!(gw.get_as("/a/x", "carol", "carol-pw").await.status(), 401);
 
     // A new route and a new user, applied through `hpcgate reload` (the pid file).
     let text = std::fs::read_to_string(gw.config_path()).unwrap();
@@ -193,9 +186,9 @@ async fn reload_applies_a_new_route_and_users_file_and_refuses_a_broken_config()
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("sent SIGHUP"));
     gw.wait_log("config reloaded", 1).await;
-    assert_eq!(get(&gw, "/b/x", "alice", ALICE_PW).await.status(), 200);
+    assert_eq!(gw.get_as("/b/x", "alice", ALICE_PW).await.status(), 200);
     assert_eq!(b.requests().len(), 1);
-    assert_eq!(get(&gw, "/a/x", "carol", "carol-pw").await.status(), 200);
+    assert_eq!(gw.get_as("/a/x", "carol", "carol-pw").await.status(), 200);
 
     // A broken config: `hpcgate reload` refuses to send it…
     edit_config(&gw, "pool = \"b\"", "pool = \"nope\"");
@@ -219,8 +212,8 @@ async fn reload_applies_a_new_route_and_users_file_and_refuses_a_broken_config()
         line.contains("hpcgate.toml:routes[1].pool") && line.contains("nope"),
         "{line}"
     );
-    assert_eq!(get(&gw, "/b/x", "alice", ALICE_PW).await.status(), 200);
-    assert_eq!(get(&gw, "/a/x", "carol", "carol-pw").await.status(), 200);
+    assert_eq!(gw.get_as("/b/x", "alice", ALICE_PW).await.status(), 200);
+    assert_eq!(gw.get_as("/a/x", "carol", "carol-pw").await.status(), 200);
 
     // Listeners cannot change on reload: refused as a whole.
     edit_config(&gw, "pool = \"nope\"", "pool = \"b\"");
@@ -234,7 +227,8 @@ async fn reload_applies_a_new_route_and_users_file_and_refuses_a_broken_config()
         .await;
     assert!(gw.log_text().contains("listeners cannot change on reload"));
 
-    let metrics = get(&gw, "/-/metrics", "alice", ALICE_PW)
+    let metrics = gw
+        .get_as("/-/metrics", "alice", ALICE_PW)
         .await
         .text()
         .await
@@ -276,7 +270,7 @@ async fn a_request_in_flight_during_reload_finishes_on_the_old_config() {
     );
     gw.hup();
     gw.wait_log("config reloaded", 1).await;
-    assert_eq!(get(&gw, "/slow/y", "alice", ALICE_PW).await.status(), 404);
+    assert_eq!(gw.get_as("/slow/y", "alice", ALICE_PW).await.status(), 404);
     assert_eq!(pending.await.unwrap().unwrap(), 200);
 }
 
@@ -402,7 +396,8 @@ async fn concurrent_logins_with_the_same_password_share_one_check() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let statuses = at_once(&gw, 8, "alice", "not-her-password").await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
-    let m = get(&gw, "/-/metrics", "alice", ALICE_PW)
+    let m = gw
+        .get_as("/-/metrics", "alice", ALICE_PW)
         .await
         .text()
         .await
@@ -442,17 +437,18 @@ async fn metrics_cover_routes_upstreams_authenticators_caches_policies_limits_an
     })
     .await;
     let statuses = [
-        get(&gw, "/echo/a", "alice", ALICE_PW).await.status(),
-        get(&gw, "/echo/b", "alice", ALICE_PW).await.status(),
-        get(&gw, "/echo/admin", "bob", BOB_PW).await.status(),
-        get(&gw, "/echo/c", "bob", "wrong").await.status(),
-        get(&gw, "/echo/d", "alice", ALICE_PW).await.status(),
-        get(&gw, "/echo/e", "alice", ALICE_PW).await.status(),
+        gw.get_as("/echo/a", "alice", ALICE_PW).await.status(),
+        gw.get_as("/echo/b", "alice", ALICE_PW).await.status(),
+        gw.get_as("/echo/admin", "bob", BOB_PW).await.status(),
+        gw.get_as("/echo/c", "bob", "wrong").await.status(),
+        gw.get_as("/echo/d", "alice", ALICE_PW).await.status(),
+        gw.get_as("/echo/e", "alice", ALICE_PW).await.status(),
     ];
     assert_eq!(statuses.map(|s| s.as_u16()), [200, 200, 403, 401, 200, 429]);
     // Let a health check run.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let m = get(&gw, "/-/metrics", "alice", ALICE_PW)
+    let m = gw
+        .get_as("/-/metrics", "alice", ALICE_PW)
         .await
         .text()
         .await
@@ -744,7 +740,7 @@ async fn five_reloads_under_load_one_broken_fail_no_request() {
             applied += 1;
             gw.wait_log("config reloaded", applied).await;
             assert_eq!(
-                get(&gw, &format!("/r{i}/x"), "alice", ALICE_PW)
+                gw.get_as(&format!("/r{i}/x"), "alice", ALICE_PW)
                     .await
                     .status(),
                 200
@@ -757,7 +753,7 @@ async fn five_reloads_under_load_one_broken_fail_no_request() {
     assert_eq!(failed, 0, "failed requests under reload: {examples:?}");
     assert!(ok > 50, "only {ok} requests ran");
     // The broken one was not applied: route r3 never existed.
-    assert_eq!(get(&gw, "/r3/x", "alice", ALICE_PW).await.status(), 404);
+    assert_eq!(gw.get_as("/r3/x", "alice", ALICE_PW).await.status(), 404);
     assert!(gw.log_text().contains("hpcgate.toml:routes[0].pool"));
 }
 
@@ -839,7 +835,7 @@ async fn graceful_upgrade_under_load(as_service_user: bool) {
     assert!(ok > 20);
     // The new process serves, and wrote its pid for `hpcgate reload`.
     assert_eq!(
-        get(&gw, "/echo/after", "alice", ALICE_PW).await.status(),
+        gw.get_as("/echo/after", "alice", ALICE_PW).await.status(),
         200
     );
     let pid: u32 = std::fs::read_to_string(gw.dir.path().join("state/hpcgate.pid"))
@@ -1029,7 +1025,8 @@ async fn health_checks_follow_the_pools_of_a_reloaded_config() {
         assert!(Instant::now() < deadline, "the new pool is never checked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let m = get(&gw, "/-/metrics", "alice", ALICE_PW)
+    let m = gw
+        .get_as("/-/metrics", "alice", ALICE_PW)
         .await
         .text()
         .await

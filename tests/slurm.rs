@@ -537,13 +537,7 @@ fn a_slurm_key_that_others_can_read_is_refused() {
 
 /// The pool's backends in `/-/status`.
 async fn status_of_all(gw: &Gateway) -> Vec<serde_json::Value> {
-    let r = gw
-        .client(false)
-        .get(gw.url("/-/status"))
-        .header("authorization", basic("bob", BOB_PW))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.get_as("/-/status", "bob", BOB_PW).await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     v["data"]["pools"]

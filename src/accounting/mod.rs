@@ -113,9 +113,9 @@ pub async fn serve_tcp(
         .map_err(|e| format!("accounting service stopped: {e}"))
 }
 
-/// Binds a Unix socket that is 0600 from its first moment: bound under a umask that leaves
-/// the owner alone (a plain bind would leave it open to anyone, per the umask, until the
-/// chmod), at its final path.
+/// Binds a Unix socket that is 0600 from its first moment, at its final path: bound under a
+/// 0177 umask, so the socket is created owner-only (a plain bind and a chmod would leave it
+/// open to anyone, per the umask, in between).
 ///
 /// It used to be bound in a private directory and renamed into place, but a socket keeps
 /// the name it was bound to: the gateway's connection pool compares that name (from
@@ -125,7 +125,6 @@ pub async fn serve_tcp(
 /// more private than asked, never less.
 pub fn bind_private(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, String> {
     use nix::sys::stat::{Mode, umask};
-    use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::remove_file(path);
     let old = umask(Mode::from_bits_truncate(0o177));
     let bound = std::os::unix::net::UnixListener::bind(path);
@@ -134,8 +133,6 @@ pub fn bind_private(path: &std::path::Path) -> Result<std::os::unix::net::UnixLi
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
     Ok(listener)
 }
 

@@ -335,16 +335,22 @@ impl Gateway {
         panic!("no audit record for request {request_id}");
     }
 
+    /// GET `path` over HTTPS (HTTP/1.1) with Basic credentials.
+    pub async fn get_as(&self, path: &str, user: &str, pw: &str) -> reqwest::Response {
+        self.client(false)
+            .get(self.url(path))
+            .header("authorization", basic(user, pw))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// The value of the first `/-/metrics` line starting with `name` (labels included), as
     /// alice sees it; 0 when there is none.
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self
-            .client(false)
-            .get(self.url("/-/metrics"))
-            .header("authorization", basic("alice", ALICE_PW))
-            .send()
+            .get_as("/-/metrics", "alice", ALICE_PW)
             .await
-            .unwrap()
             .text()
             .await
             .unwrap();
