@@ -334,6 +334,94 @@ async fn a_browser_logs_in_at_the_idp_and_lands_back_on_the_page_as_alice() {
     browser.quit().await;
 }
 
+/// A researcher in hundreds of project groups: the session no longer fits in one cookie (a
+/// browser keeps about 4 KiB each). It is split over several, the browser keeps and sends them
+/// all, the gateway joins them again; upstream sees every group and none of the cookies.
+#[tokio::test]
+async fn a_user_in_hundreds_of_groups_keeps_a_session_split_over_several_cookies() {
+    let groups: Vec<String> = (0..250)
+        .map(|i| format!("project-{i:04}-members"))
+        .collect();
+    let idp = Idp::start_with(&[("OIDC_ALICE_GROUPS", &groups.join(","))]);
+    let chromium = RealServer::start("chromium");
+    let app = App::start().await;
+    let gw = gateway(&idp, &app, "").await;
+    let browser = Browser::start(&chromium).await;
+
+    browser.goto(&gw.url("/app/page")).await;
+    browser
+        .wait_for_url(&format!("{}/interaction/", idp.issuer()))
+        .await;
+    browser.type_into("#username", "alice").await;
+    browser.type_into("#password", &idp.password("alice")).await;
+    browser.click("#submit").await;
+    browser.wait_for_url(&gw.url("/app/page")).await;
+    assert_eq!(browser.text("#user").await, "alice");
+    assert_eq!(browser.text("#groups").await, groups.join(","));
+    assert!(
+        app.last("cookie").is_none_or(|c| !c.contains("hpcgate")),
+        "no gateway cookie upstream"
+    );
+
+    let cookies = browser.cookies().await;
+    let mut parts: Vec<(String, String)> = cookies
+        .iter()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with(SESSION)))
+        .map(|c| {
+            assert_eq!(c["secure"], true);
+            assert_eq!(c["httpOnly"], true);
+            let value = c["value"].as_str().unwrap().to_string();
+            assert!(!value.contains("project-"), "the cookie is encrypted");
+            (c["name"].as_str().unwrap().to_string(), value)
+        })
+        .collect();
+    parts.sort();
+    let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+    let want: Vec<String> = (0..parts.len())
+        .map(|i| match i {
+            0 => SESSION.to_string(),
+            i => format!("{SESSION}-{i}"),
+        })
+        .collect();
+    assert!(
+        parts.len() >= 2,
+        "250 groups take several cookies: {names:?}"
+    );
+    assert_eq!(names, want);
+    assert!(parts.iter().all(|(n, v)| n.len() + v.len() < 4000));
+
+    // The same identity, every group, at /-/whoami.
+    browser.goto(&gw.url("/-/whoami")).await;
+    let who: Value = serde_json::from_str(&browser.text("pre").await).unwrap();
+    assert_eq!(who["data"]["user"], "alice");
+    assert_eq!(who["data"]["groups"].as_array().unwrap().len(), 250);
+
+    // From another client: all the parts open the session; without one of them it does not.
+    let with = |parts: &[(String, String)]| {
+        let line: Vec<String> = parts.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        no_redirects(&gw)
+            .get(gw.url("/app/page"))
+            .header("cookie", line.join("; "))
+            .send()
+    };
+    assert_eq!(with(&parts).await.unwrap().status(), 200);
+    let before = app.count();
+    let mut missing = parts.clone();
+    missing.remove(1);
+    let r = with(&missing).await.unwrap();
+    let cleared = set_cookies(&r);
+    expect_error(r, 401, "unauthorized").await;
+    assert_eq!(app.count(), before, "nothing went upstream");
+    for (name, _) in &missing {
+        assert_eq!(
+            cookie_set(&cleared, name).as_deref(),
+            Some(""),
+            "every part the browser holds is removed: {cleared:?}"
+        );
+    }
+    browser.quit().await;
+}
+
 #[tokio::test]
 async fn open_redirects_forged_callbacks_and_api_clients_are_refused() {
     let idp = Idp::start();

@@ -57,6 +57,12 @@ impl SetCookies {
         }
     }
 
+    pub fn add_all(&self, cookies: impl IntoIterator<Item = String>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend(cookies);
+        }
+    }
+
     pub fn take(&self) -> Vec<String> {
         self.0
             .lock()

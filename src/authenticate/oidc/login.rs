@@ -33,7 +33,8 @@ use sha2::{Digest, Sha256};
 use super::claims::ClaimsConfig;
 use super::provider::{Discovered, Provider, ProviderConfig, error_chain};
 use super::session::{
-    self, CookieKey, Lifetimes, SESSION_COOKIE, Session, clear_cookie, cookie_values, set_cookie,
+    self, CookieKey, Lifetimes, SESSION_COOKIE, Session, clear_split_cookies, cookie_values,
+    set_split_cookies,
 };
 use super::{SessionKeyBytes, bearer_challenge};
 use crate::authenticate::{Authenticator, Identity, Outcome, RequestInfo};
@@ -268,12 +269,20 @@ impl OidcLogin {
         self.refreshes.try_get_with(key, self.refresh(old)).await
     }
 
-    /// A session cookie for `s`, or none if it cannot be sealed (logged).
-    pub(super) fn session_cookie(&self, s: &Session, now: u64) -> Option<String> {
-        match self.key.seal(SESSION_COOKIE, s) {
-            Ok(v) => Some(set_cookie(
+    /// The `Set-Cookie` values that hold `s` (one cookie, or several for a big session, see
+    /// [`CookieKey::seal_split`]) and remove what is left of a bigger one the request carries;
+    /// none if it cannot be sealed (logged).
+    pub(super) fn session_cookies(
+        &self,
+        s: &Session,
+        now: u64,
+        headers: &http::HeaderMap,
+    ) -> Option<Vec<String>> {
+        match self.key.seal_split(SESSION_COOKIE, s) {
+            Ok(pairs) => Some(set_split_cookies(
+                headers,
                 SESSION_COOKIE,
-                &v,
+                &pairs,
                 s.max_age(now, &self.cfg.lifetimes),
             )),
             Err(e) => {
@@ -285,8 +294,8 @@ impl OidcLogin {
 
     /// The session in the request's cookie, if one opens and has not expired.
     pub(super) fn session(&self, headers: &http::HeaderMap, now: u64) -> Option<Session> {
-        cookie_values(headers, SESSION_COOKIE)
-            .filter_map(|v| self.key.open::<Session>(SESSION_COOKIE, v))
+        self.key
+            .open_split::<Session>(headers, SESSION_COOKIE)
             .find(|s| !s.expired(now, &self.cfg.lifetimes))
     }
 
@@ -347,7 +356,8 @@ impl Authenticator for OidcLogin {
         let had_cookie = cookie_values(req.headers, SESSION_COOKIE).next().is_some();
         let Some(mut s) = self.session(req.headers, now) else {
             if had_cookie {
-                req.set_cookies.add(clear_cookie(SESSION_COOKIE));
+                req.set_cookies
+                    .add_all(clear_split_cookies(req.headers, SESSION_COOKIE));
             }
             return self.unauthenticated(req, had_cookie);
         };
@@ -361,7 +371,8 @@ impl Authenticator for OidcLogin {
                 Err(f) => match &*f {
                     Failure::Refused(why) => {
                         tracing::info!(authenticator = %self.name, user = %s.user, reason = %why, "session ended by the identity provider");
-                        req.set_cookies.add(clear_cookie(SESSION_COOKIE));
+                        req.set_cookies
+                            .add_all(clear_split_cookies(req.headers, SESSION_COOKIE));
                         return self.unauthenticated(req, true);
                     }
                     Failure::Unavailable(why) => {
@@ -377,8 +388,8 @@ impl Authenticator for OidcLogin {
         }
         if changed || s.renew_due(now, &self.cfg.lifetimes) {
             s.seen = now;
-            if let Some(c) = self.session_cookie(&s, now) {
-                req.set_cookies.add(c);
+            if let Some(c) = self.session_cookies(&s, now, req.headers) {
+                req.set_cookies.add_all(c);
             }
         }
         Outcome::Authenticated(self.identity(&s))

@@ -24,7 +24,7 @@ use subtle::ConstantTimeEq;
 use super::login::{Failure, OidcLogin, token_error};
 use super::session::{
     self, LOGIN_COOKIE, LOGIN_TIMEOUT, LoginState, SESSION_COOKIE, Session, clear_cookie,
-    cookie_values, set_cookie,
+    clear_split_cookies, cookie_values, set_cookie,
 };
 use crate::authenticate::{Caller, RequestInfo};
 use crate::endpoints::Reply;
@@ -285,10 +285,10 @@ impl OidcLogin {
             refresh_token: openidconnect::OAuth2TokenResponse::refresh_token(&response)
                 .map(|t| t.secret().clone()),
         };
-        let cookie = self
-            .session_cookie(&s, now)
+        let cookies = self
+            .session_cookies(&s, now, req.headers)
             .ok_or_else(|| Rejection::Internal("cannot write the session cookie".into()))?;
-        req.set_cookies.add(cookie);
+        req.set_cookies.add_all(cookies);
         tracing::info!(authenticator = %self.name, user = %s.user, "logged in");
         // Checked when the login started; checked again, since it decides where we send the
         // browser.
@@ -315,7 +315,8 @@ impl OidcLogin {
             }
             None => Caller::Public,
         };
-        req.set_cookies.add(clear_cookie(SESSION_COOKIE));
+        req.set_cookies
+            .add_all(clear_split_cookies(req.headers, SESSION_COOKIE));
         req.set_cookies.add(clear_cookie(LOGIN_COOKIE));
         let end_session: Option<EndSessionUrl> = self.provider.current().and_then(|d| {
             d.metadata

@@ -20,8 +20,12 @@ use serde::{Deserialize, Serialize};
 
 pub const SESSION_COOKIE: &str = "__Host-hpcgate-session";
 pub const LOGIN_COOKIE: &str = "__Host-hpcgate-login";
-/// Browsers keep cookies up to about 4 KiB; a bigger session would silently vanish.
+/// Browsers keep cookies up to about 4 KiB (name and value); a bigger one silently vanishes.
 const MAX_COOKIE: usize = 3900;
+/// A session too big for one cookie (a user in many groups, a long refresh token) is split
+/// over `__Host-hpcgate-session`, `__Host-hpcgate-session-1`, `-2`, …: at most this many
+/// cookies (≈ 30 KB, far below what browsers send and the gateway reads in a request head).
+pub const MAX_SESSION_COOKIES: usize = 8;
 
 /// The key that seals the cookies. `Debug` never shows it.
 pub struct CookieKey(LessSafeKey);
@@ -39,8 +43,73 @@ impl CookieKey {
             .map_err(|_| "unusable session key".to_string())
     }
 
-    /// `value` as JSON, sealed under a fresh random nonce, as base64url(nonce ‖ ciphertext).
+    /// `value` as JSON, sealed under a fresh random nonce, as base64url(nonce ‖ ciphertext),
+    /// for one cookie: refused if it would be more than a browser keeps.
     pub fn seal<T: Serialize>(&self, name: &str, value: &T) -> Result<String, String> {
+        let sealed = self.seal_any(name, value)?;
+        if sealed.len() + name.len() > MAX_COOKIE {
+            return Err(format!(
+                "the {name} cookie would be {} bytes, more than browsers keep",
+                sealed.len()
+            ));
+        }
+        Ok(sealed)
+    }
+
+    /// `value` sealed for cookie `name` as the `(name, value)` pairs to set: one cookie when it
+    /// fits, otherwise split over `name`, `name-1`, `name-2`, … (at most
+    /// [`MAX_SESSION_COOKIES`]), the first value then being `N.` and its part, N the number of
+    /// parts (base64url has no `.`). [`CookieKey::open_split`] joins them again; the seal
+    /// covers the whole, so a missing, stale or altered part fails to open.
+    pub fn seal_split<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<Vec<(String, String)>, String> {
+        let sealed = self.seal_any(name, value)?;
+        if sealed.len() + name.len() <= MAX_COOKIE {
+            return Ok(vec![(name.to_string(), sealed)]);
+        }
+        // Room for the longest name (`name-NN`) and the first part's `N.`.
+        let room = MAX_COOKIE - name.len() - 4;
+        let parts = sealed.len().div_ceil(room);
+        if parts > MAX_SESSION_COOKIES {
+            return Err(format!(
+                "the {name} cookie would be {} bytes, more than {MAX_SESSION_COOKIES} cookies \
+                 of {MAX_COOKIE} bytes hold (a user in very many groups? narrow the groups \
+                 claim at the identity provider)",
+                sealed.len()
+            ));
+        }
+        Ok(sealed
+            .as_bytes()
+            .chunks(room)
+            .enumerate()
+            .map(|(i, part)| {
+                // base64url is ASCII: every chunk is a whole string.
+                let part = String::from_utf8_lossy(part);
+                if i == 0 {
+                    (name.to_string(), format!("{parts}.{part}"))
+                } else {
+                    (part_name(name, i), part.into_owned())
+                }
+            })
+            .collect())
+    }
+
+    /// Every value sealed for cookie `name` in the request, whole or split by
+    /// [`CookieKey::seal_split`], that opens.
+    pub fn open_split<'a, T: DeserializeOwned>(
+        &'a self,
+        headers: &'a http::HeaderMap,
+        name: &'a str,
+    ) -> impl Iterator<Item = T> + 'a {
+        cookie_values(headers, name)
+            .filter_map(move |first| joined(headers, name, first))
+            .filter_map(move |sealed| self.open(name, &sealed))
+    }
+
+    fn seal_any<T: Serialize>(&self, name: &str, value: &T) -> Result<String, String> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::getrandom(&mut nonce).map_err(|e| format!("no randomness: {e}"))?;
         let mut buf = serde_json::to_vec(value).map_err(|e| e.to_string())?;
@@ -53,14 +122,7 @@ impl CookieKey {
             .map_err(|_| "cannot seal a cookie".to_string())?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
-        let sealed = URL_SAFE_NO_PAD.encode(out);
-        if sealed.len() + name.len() > MAX_COOKIE {
-            return Err(format!(
-                "the {name} cookie would be {} bytes, more than browsers keep (too many groups?)",
-                sealed.len()
-            ));
-        }
-        Ok(sealed)
+        Ok(URL_SAFE_NO_PAD.encode(out))
     }
 
     /// The value sealed in a cookie named `name`; `None` if it was altered, sealed with
@@ -230,6 +292,70 @@ pub fn cookie_values<'a>(
         })
 }
 
+/// The name of part `i` (from 1) of a value split over several cookies.
+fn part_name(name: &str, i: usize) -> String {
+    format!("{name}-{i}")
+}
+
+/// The whole sealed value whose first cookie holds `first`: `first` itself, or its part and
+/// the parts in `name-1`, `name-2`, … that its `N.` prefix counts. `None` if one is missing.
+fn joined(headers: &http::HeaderMap, name: &str, first: &str) -> Option<String> {
+    let Some((count, part)) = first.split_once('.') else {
+        return Some(first.to_string());
+    };
+    let count: usize = count
+        .parse()
+        .ok()
+        .filter(|n| (2..=MAX_SESSION_COOKIES).contains(n))?;
+    let mut whole = part.to_string();
+    for i in 1..count {
+        whole.push_str(cookie_values(headers, &part_name(name, i)).next()?);
+    }
+    Some(whole)
+}
+
+/// The `Set-Cookie` values that write `pairs` (from [`CookieKey::seal_split`]) for `max_age`
+/// seconds, and remove the further parts of a longer value the request still carries.
+pub fn set_split_cookies(
+    headers: &http::HeaderMap,
+    name: &str,
+    pairs: &[(String, String)],
+    max_age: u64,
+) -> Vec<String> {
+    let mut out: Vec<String> = pairs
+        .iter()
+        .map(|(n, v)| set_cookie(n, v, max_age))
+        .collect();
+    out.extend(stale_parts(headers, name, pairs.len()).map(|n| clear_cookie(&n)));
+    out
+}
+
+/// The `Set-Cookie` values that remove cookie `name` and every part of it the request carries.
+pub fn clear_split_cookies(headers: &http::HeaderMap, name: &str) -> Vec<String> {
+    std::iter::once(clear_cookie(name))
+        .chain(stale_parts(headers, name, 1).map(|n| clear_cookie(&n)))
+        .collect()
+}
+
+/// Names of the request's cookies that are part `from` or later of a split `name`.
+fn stale_parts<'a>(
+    headers: &'a http::HeaderMap,
+    name: &'a str,
+    from: usize,
+) -> impl Iterator<Item = String> + 'a {
+    let mut seen = std::collections::BTreeSet::new();
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(move |pair| {
+            let (k, _) = pair.trim().split_once('=')?;
+            let i: usize = k.strip_prefix(name)?.strip_prefix('-')?.parse().ok()?;
+            (i >= from && seen.insert(i)).then(|| k.to_string())
+        })
+}
+
 /// A `Set-Cookie` value for one of our cookies.
 pub fn set_cookie(name: &str, value: &str, max_age: u64) -> String {
     format!("{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age}")
@@ -315,6 +441,119 @@ mod tests {
         assert_eq!(
             clear_cookie(LOGIN_COOKIE),
             "__Host-hpcgate-login=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+        );
+    }
+
+    /// A request carrying `pairs` as cookies (and a site cookie), in one `Cookie` header.
+    fn request_with(pairs: &[(String, String)]) -> http::HeaderMap {
+        let mut line = String::from("site=1");
+        for (n, v) in pairs {
+            line.push_str(&format!("; {n}={v}"));
+        }
+        let mut h = http::HeaderMap::new();
+        h.append("cookie", line.parse().unwrap());
+        h
+    }
+
+    fn opened(h: &http::HeaderMap) -> Vec<Session> {
+        key(1).open_split(h, SESSION_COOKIE).collect()
+    }
+
+    #[test]
+    fn a_big_session_is_split_over_several_cookies_and_joined_again() {
+        // Small: one cookie, as before splitting existed.
+        let small = session(1000);
+        let pairs = key(1).seal_split(SESSION_COOKIE, &small).unwrap();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].0, SESSION_COOKIE);
+        assert!(!pairs[0].1.contains('.'));
+        assert!(opened(&request_with(&pairs)) == [small.clone()]);
+        let one = key(1).seal(SESSION_COOKIE, &small).unwrap();
+        assert!(opened(&request_with(&[(SESSION_COOKIE.into(), one)])) == [small]);
+
+        // A user in 300 groups: several cookies, each within what a browser keeps.
+        let mut big = session(1000);
+        big.groups = (0..300)
+            .map(|i| format!("project-{i:04}-members"))
+            .collect();
+        let pairs = key(1).seal_split(SESSION_COOKIE, &big).unwrap();
+        let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                SESSION_COOKIE,
+                "__Host-hpcgate-session-1",
+                "__Host-hpcgate-session-2",
+            ]
+        );
+        assert!(pairs[0].1.starts_with("3."));
+        assert!(pairs.iter().all(|(n, v)| n.len() + v.len() <= MAX_COOKIE));
+        assert!(opened(&request_with(&pairs)) == [big.clone()]);
+        // Spread over several Cookie headers (HTTP/2), in another order: the same.
+        let mut h = http::HeaderMap::new();
+        for (n, v) in pairs.iter().rev() {
+            h.append("cookie", format!("{n}={v}").parse().unwrap());
+        }
+        assert!(opened(&h) == [big.clone()]);
+
+        // A part missing, swapped, altered or from another session: nothing opens.
+        assert!(opened(&request_with(&pairs[..2])).is_empty());
+        let mut swapped = pairs.clone();
+        let (a, b) = (swapped[1].1.clone(), swapped[2].1.clone());
+        swapped[1].1 = b;
+        swapped[2].1 = a;
+        assert!(opened(&request_with(&swapped)).is_empty());
+        let mut altered = pairs.clone();
+        altered[0].1 = altered[0].1.replacen("3.", "2.", 1);
+        assert!(opened(&request_with(&altered)).is_empty());
+        altered[0].1 = altered[0].1.replacen("2.", "99.", 1);
+        assert!(opened(&request_with(&altered)).is_empty());
+        let other = key(1).seal_split(SESSION_COOKIE, &big).unwrap();
+        let mut mixed = pairs.clone();
+        mixed[2] = other[2].clone();
+        assert!(opened(&request_with(&mixed)).is_empty());
+        // Parts beyond the count (left from a bigger session) are not read.
+        let mut more = pairs.clone();
+        more.push(("__Host-hpcgate-session-3".into(), "left-over".into()));
+        assert!(opened(&request_with(&more)) == [big.clone()]);
+
+        // Beyond MAX_SESSION_COOKIES: refused with the reason, not cut.
+        big.groups = (0..3000)
+            .map(|i| format!("project-{i:04}-members"))
+            .collect();
+        let e = key(1).seal_split(SESSION_COOKIE, &big).unwrap_err();
+        assert!(e.contains("more than 8 cookies"), "{e}");
+    }
+
+    #[test]
+    fn writing_a_smaller_session_removes_the_parts_of_the_bigger_one() {
+        let old: Vec<(String, String)> = [SESSION_COOKIE, "__Host-hpcgate-session-1"]
+            .iter()
+            .chain(&["__Host-hpcgate-session-2", "__Host-hpcgate-session-3"])
+            .map(|n| (n.to_string(), "x".to_string()))
+            .collect();
+        let h = request_with(&old);
+        let new = [
+            (SESSION_COOKIE.to_string(), "2.a".to_string()),
+            ("__Host-hpcgate-session-1".to_string(), "b".to_string()),
+        ];
+        let set = set_split_cookies(&h, SESSION_COOKIE, &new, 60);
+        assert_eq!(
+            set,
+            [
+                set_cookie(SESSION_COOKIE, "2.a", 60),
+                set_cookie("__Host-hpcgate-session-1", "b", 60),
+                clear_cookie("__Host-hpcgate-session-2"),
+                clear_cookie("__Host-hpcgate-session-3"),
+            ]
+        );
+        let cleared = clear_split_cookies(&h, SESSION_COOKIE);
+        assert_eq!(cleared.len(), 4);
+        assert!(cleared.iter().all(|c| c.ends_with("Max-Age=0")));
+        // Without parts in the request, only the one cookie.
+        assert_eq!(
+            clear_split_cookies(&http::HeaderMap::new(), SESSION_COOKIE),
+            [clear_cookie(SESSION_COOKIE)]
         );
     }
 
