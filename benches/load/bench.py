@@ -371,11 +371,12 @@ def paced_script(delay_ms):
     return path
 
 
-def added_latency(ports, results, seconds, rounds):
+def added_latency(ports, results, seconds, rounds, rows):
     """Latency hpcgate's row f adds over direct (row a) at half of f's maximum: plain HTTP, 1
     worker. wrk has no rate limit, so the load is set by connections that each wait PACE_MS
     on average between requests (wrk's latency excludes the wait), calibrated on row f; then
-    a and f run with the same connections and pacing, interleaved."""
+    a, f and, as the reference, nginx's rows b and c (when measured) run with the same
+    connections and pacing, interleaved."""
     best = max(
         median([r["rps"] for r in results if (r["workers"], r["transport"], r["conns"], r["row"]) == (1, "plain", c, "f")])
         or 0
@@ -392,16 +393,20 @@ def added_latency(ports, results, seconds, rounds):
         if abs(r["rps"] - target) <= 0.05 * target:
             break
         conns = max(1, round(conns * target / max(r["rps"], 1.0)))
-    runs = {"a": [], "f": []}
+    lat_rows = [r for r in "abcf" if r in rows]
+    runs = {row: [] for row in lat_rows}
     for _ in range(rounds):
-        for row in "af":
+        for row in lat_rows:
             runs[row].append(measure(row, False, conns, 1, ports, seconds, script))
-    out = {"f_max_rps": best, "target_rps": round(target), "connections": conns, "pace_ms": PACE_MS}
-    for row in "af":
+    out = {"f_max_rps": best, "target_rps": round(target), "connections": conns, "pace_ms": PACE_MS,
+           "rows": lat_rows}
+    for row in lat_rows:
         for k in ["rps", "p50_ms", "p99_ms"]:
             out[f"{row}_{k}"] = median([r[k] for r in runs[row]])
-    out["added_p50_us"] = round((out["f_p50_ms"] - out["a_p50_ms"]) * 1000)
-    out["added_p99_us"] = round((out["f_p99_ms"] - out["a_p99_ms"]) * 1000)
+    for row in lat_rows[1:]:
+        suffix = "" if row == "f" else f"_{row}"
+        out[f"added_p50_us{suffix}"] = round((out[f"{row}_p50_ms"] - out["a_p50_ms"]) * 1000)
+        out[f"added_p99_us{suffix}"] = round((out[f"{row}_p99_ms"] - out["a_p99_ms"]) * 1000)
     return out
 
 
@@ -416,14 +421,22 @@ def memory(ports):
         try:
             time.sleep(1)
             idle = status_kib(proc.pids(), "VmRSS")
+            idle_anon = status_kib(proc.pids(), "RssAnon")
             socks = hold_connections_with(ports["px"], 1000, name)
             time.sleep(1)
             held = status_kib(proc.pids(), "VmRSS")
+            held_anon = status_kib(proc.pids(), "RssAnon")
             for s in socks:
                 s.close()
         finally:
             proc.stop()
-        out[name] = {"idle_mib": round(idle / 1024, 1), "with_1000_conns_mib": round(held / 1024, 1)}
+        out[name] = {
+            "idle_mib": round(idle / 1024, 1),
+            "with_1000_conns_mib": round(held / 1024, 1),
+            # RSS less the mapped executable and libraries (clean pages shared with the page cache)
+            "idle_anon_mib": round(idle_anon / 1024, 1),
+            "with_1000_conns_anon_mib": round(held_anon / 1024, 1),
+        }
     return out
 
 
@@ -495,7 +508,11 @@ def main():
                                 f"{r['rps']:>9.0f} req/s p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms",
                                 flush=True,
                             )
-        latency = added_latency(ports, results, args.seconds, args.rounds) if set("af") <= set(args.rows) else None
+        latency = (
+            added_latency(ports, results, args.seconds, args.rounds, args.rows)
+            if set("af") <= set(args.rows)
+            else None
+        )
         mem = memory(ports)
     finally:
         upstream.stop()
@@ -579,21 +596,34 @@ def report(args, results, mem, latency):
             "",
             "| row | req/s | p50 ms | p99 ms |",
             "|---|---|---|---|",
-            f"| a {ROW_NAMES['a']} | {lat['a_rps']:.0f} | {lat['a_p50_ms']:.3f} | {lat['a_p99_ms']:.3f} |",
-            f"| f {ROW_NAMES['f']} | {lat['f_rps']:.0f} | {lat['f_p50_ms']:.3f} | {lat['f_p99_ms']:.3f} |",
+        ]
+        for row in lat.get("rows", "af"):
+            lines.append(
+                f"| {row} {ROW_NAMES[row]} | {lat[row + '_rps']:.0f} | {lat[row + '_p50_ms']:.3f} "
+                f"| {lat[row + '_p99_ms']:.3f} |"
+            )
+        lines += [
             "",
             f"Added by f: p50 {lat['added_p50_us']} µs (target ≤ 100 µs), "
             f"p99 {lat['added_p99_us']} µs (target ≤ 1,000 µs).",
-            "",
         ]
+        for row in [r for r in lat.get("rows", "af") if r in "bc"]:
+            lines.append(
+                f"Added by {row} (nginx, at the same load): p50 {lat['added_p50_us_' + row]} µs, "
+                f"p99 {lat['added_p99_us_' + row]} µs."
+            )
+        lines.append("")
     lines += [
         "## Memory (1 worker, plain HTTP)",
         "",
-        "| proxy | RSS idle MiB | RSS with 1,000 open keep-alive connections MiB |",
-        "|---|---|---|",
+        "| proxy | RSS idle MiB | RSS with 1,000 open keep-alive connections MiB | of which anonymous (idle → 1,000) MiB |",
+        "|---|---|---|---|",
     ]
     for row, m in mem.items():
-        lines.append(f"| {row} {ROW_NAMES[row]} | {m['idle_mib']} | {m['with_1000_conns_mib']} |")
+        lines.append(
+            f"| {row} {ROW_NAMES[row]} | {m['idle_mib']} | {m['with_1000_conns_mib']} "
+            f"| {m.get('idle_anon_mib', '?')} → {m.get('with_1000_conns_anon_mib', '?')} |"
+        )
     lines.append("")
     text = "\n".join(lines)
     with open(base + ".md", "w") as f:
