@@ -11,6 +11,7 @@ pub mod authenticate;
 pub mod authorize;
 pub mod cli;
 pub mod config;
+pub mod deadlines;
 pub mod demo;
 pub mod endpoints;
 pub mod enforce;

@@ -281,10 +281,14 @@ pub fn run(
         targets: targets_rx,
     };
     let shared = Arc::new(arc_swap::ArcSwap::from_pointee(snap));
-    let mut svc = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::shared(shared.clone()),
-        "hpcgate",
+    // The proxy, with the request-head and keep-alive deadlines pingora does not keep.
+    let mut svc = pingora::services::listening::Service::new(
+        "hpcgate".to_string(),
+        crate::deadlines::Deadlines::new(
+            pingora::proxy::http_proxy(&server.configuration, Gateway::shared(shared.clone())),
+            config.request_head_timeout,
+            config.keepalive_timeout,
+        ),
     );
     let mut certs = Vec::new();
     for l in &config.listeners {

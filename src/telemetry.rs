@@ -114,6 +114,10 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     /// Audit records dropped because the writer fell `[audit] backlog` lines behind.
     pub audit_dropped: IntCounter,
+    /// Client connections closed by a deadline, by reason (`request_head`: the head was not
+    /// complete within `[server] request_head_timeout`, answered 408; `keepalive`: idle for
+    /// `[server] keepalive_timeout` between requests).
+    pub connections_timed_out: IntCounterVec,
     /// 1 while a backend is up, 0 while down, -1 before its first check (set at scrape).
     pub backend_up: IntGaugeVec,
 }
@@ -252,6 +256,13 @@ pub fn metrics() -> &'static Metrics {
              behind (a stalled or full disk)",
         )
         .expect("static metric definition");
+        let connections_timed_out = counter(
+            "connections_timed_out_total",
+            "Client connections closed by a deadline: request_head (the head was not complete \
+             within [server] request_head_timeout; answered 408) or keepalive (idle for [server] \
+             keepalive_timeout between requests)",
+            &["reason"],
+        );
         let backend_up = IntGaugeVec::new(
             Opts::new(
                 "backend_up",
@@ -278,6 +289,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(upstream_duration.clone()),
             Box::new(backend_up.clone()),
             Box::new(audit_dropped.clone()),
+            Box::new(connections_timed_out.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -300,6 +312,7 @@ pub fn metrics() -> &'static Metrics {
             upstream_duration,
             backend_up,
             audit_dropped,
+            connections_timed_out,
         }
     })
 }

@@ -389,18 +389,20 @@ async fn lock_sqlite(path: &std::path::Path) -> sqlx::SqliteConnection {
     c
 }
 
-/// Slow-loris: many clients sending their headers one byte per second. The healthy route
-/// keeps answering, and when they give up every descriptor comes back.
-///
-/// Not shown, because it does not hold: that the gateway cuts such a client off. pingora
-/// 0.9 times out each read of a request head (60 s), not the whole head, and runs no
-/// gateway code before the head is complete, so a client sending a byte every few seconds
-/// keeps its connection (up to the 1 MiB head limit).
+/// Slow-loris: many clients sending their request heads a byte every half second. Each gets
+/// a JSON 408 once `request_head_timeout` (2 s here) has passed since its first byte, and its
+/// connection is closed: every descriptor comes back without the clients giving up. The
+/// healthy route keeps answering meanwhile, and a slow body after a complete head is not cut.
 #[tokio::test]
-async fn slow_loris_clients_do_not_starve_others_or_leak() {
+async fn slow_loris_clients_get_408_at_the_head_deadline_and_let_go() {
     let ok = Recorder::start(Duration::ZERO).await;
+    let echo = echo_upstream().await;
     let gw = Gateway::start(Setup {
-        body: pool("ok", ok.addr) + &route("ok", "ok", "public"),
+        body: pool("ok", ok.addr)
+            + &route("ok", "ok", "public")
+            + &pool("echo", echo)
+            + &route("echo", "echo", "public"),
+        server: "request_head_timeout = \"2s\"".into(),
         ..Default::default()
     })
     .await;
@@ -412,43 +414,174 @@ async fn slow_loris_clients_do_not_starve_others_or_leak() {
     for _ in 0..BURST {
         let port = gw.plain_port;
         lorises.push(tokio::spawn(async move {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .unwrap();
-            let head = b"GET /ok/x HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaa";
-            for b in head.iter() {
-                if s.write_all(&[*b]).await.is_err() {
-                    return;
+            let started = Instant::now();
+            let (mut rd, mut wr) = s.into_split();
+            // 60 bytes at two a second: half a minute, if nobody stopped it.
+            let head = b"GET /ok/x HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+            let trickle = async {
+                for b in head.iter() {
+                    if wr.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                std::future::pending::<()>().await;
+            };
+            let mut answer = Vec::new();
+            tokio::select! {
+                _ = rd.read_to_end(&mut answer) => {}
+                _ = trickle => {}
+                _ = tokio::time::sleep(Duration::from_secs(20)) => {}
             }
+            (
+                String::from_utf8_lossy(&answer).into_owned(),
+                started.elapsed(),
+            )
         }));
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let during = fds(pid);
     assert!(
         during >= fd0 + BURST,
         "the slow clients are connected: {fd0} -> {during}"
     );
-    for _ in 0..3 {
-        let a = send(gw.plain_port, "/ok/x", "").await;
-        assert_eq!(a.status, 200);
-        assert!(a.took < Duration::from_secs(1), "{:?}", a.took);
-    }
-    // The clients give up (their sockets close).
-    for l in &lorises {
-        l.abort();
-    }
+    let a = send(gw.plain_port, "/ok/x", "").await;
+    assert_eq!(a.status, 200);
+    assert!(a.took < Duration::from_secs(1), "{:?}", a.took);
+
     for l in lorises {
-        let _ = l.await;
+        let (answer, took) = l.await.unwrap();
+        let (status, _, body) = parse_raw(&answer);
+        assert_eq!(status, 408, "{answer:?} after {took:?}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["errorType"], "request_timeout", "{body}");
+        assert!(v["error"].as_str().unwrap().contains("2s"), "{body}");
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+            "cut off after {took:?}"
+        );
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A body slower than the head deadline is not under it: the upstream gets all of it.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.plain_port))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /echo/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 8\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    for b in b"12345678" {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (status, _, body) = parse_raw(&answer);
+    assert_eq!((status, body.as_str()), (200, "12345678"), "{answer}");
+    assert!(started.elapsed() > Duration::from_secs(3));
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let (fd1, th1) = (fds(pid), threads(pid));
     eprintln!("slow loris: fds {fd0} -> {during} -> {fd1}; threads {th0} -> {th1}");
     assert!(fd1 <= fd0 + FD_SLACK, "fds {fd0} -> {fd1}");
     assert!(th1 <= th0 + THREAD_SLACK, "threads {th0} -> {th1}");
+    assert_eq!(
+        gw.metric("hpcgate_connections_timed_out_total{reason=\"request_head\"}")
+            .await,
+        BURST as f64
+    );
     let log = gw.log_text();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// An HTTP/1.1 connection left idle after a response is closed after `keepalive_timeout`;
+/// one in use is not.
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_keepalive_timeout() {
+    let ok = Recorder::start(Duration::ZERO).await;
+    let gw = Gateway::start(Setup {
+        body: pool("ok", ok.addr) + &route("ok", "ok", "public"),
+        server: "keepalive_timeout = \"2s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.plain_port))
+        .await
+        .unwrap();
+    // Three requests a second apart on one connection: each within the idle limit.
+    for _ in 0..3 {
+        s.write_all(b"GET /ok/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_one_response(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Then idle: closed by the gateway after about 2 s (one of which has passed).
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("the gateway closes an idle connection")
+        .unwrap_or(0);
+    assert_eq!(
+        n,
+        0,
+        "nothing more is sent: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    let took = idle.elapsed() + Duration::from_secs(1);
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "closed after {took:?} idle"
+    );
+    assert_eq!(
+        gw.metric("hpcgate_connections_timed_out_total{reason=\"keepalive\"}")
+            .await,
+        1.0
+    );
+}
+
+/// Reads one response with a Content-Length body from a kept-alive connection.
+async fn read_one_response(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("a response")
+            .unwrap();
+        assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let (_, headers, body) = parse_raw(&text);
+            let len = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .expect("a Content-Length");
+            if text.len() >= end + 4 + len {
+                assert_eq!(body.len(), len);
+                return text;
+            }
+        }
+    }
+}
+
+/// An upstream that answers every request with its body (read whole first).
+async fn echo_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|body: String| async move { body });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
 }
 
 /// The API key database removed under a running gateway (before its lazy pool connected):

@@ -58,6 +58,10 @@ pub struct Config {
     /// Idle upstream connections kept for reuse, all pools together.
     pub upstream_keepalive: usize,
     pub grace_period: Duration,
+    /// A client's whole request head, from its first byte (slow-loris clients get a 408).
+    pub request_head_timeout: Duration,
+    /// An idle HTTP/1.1 connection between two requests.
+    pub keepalive_timeout: Duration,
     /// Normalised (lower case, `_` → `-`) names of inbound headers to strip.
     pub strip_headers: Vec<String>,
     pub process: Process,

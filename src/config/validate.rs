@@ -237,6 +237,24 @@ impl Validator {
         if grace_period > Duration::from_secs(3600) {
             self.err("server.grace_period", "must be at most 1h");
         }
+        let request_head_timeout = self.duration(
+            "server.request_head_timeout",
+            server.request_head_timeout.as_deref(),
+            Duration::from_secs(30),
+        );
+        let keepalive_timeout = self.duration(
+            "server.keepalive_timeout",
+            server.keepalive_timeout.as_deref(),
+            Duration::from_secs(75),
+        );
+        for (key, d) in [
+            ("server.request_head_timeout", request_head_timeout),
+            ("server.keepalive_timeout", keepalive_timeout),
+        ] {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                self.err(key, "must be between 1s and 1h");
+            }
+        }
         let mut strip_headers: Vec<String> =
             IDENTITY_HEADERS.iter().map(|s| s.to_string()).collect();
         for (i, h) in server.strip_headers.iter().enumerate() {
@@ -348,6 +366,8 @@ impl Validator {
             threads,
             upstream_keepalive,
             grace_period,
+            request_head_timeout,
+            keepalive_timeout,
             strip_headers,
             process,
             logging,

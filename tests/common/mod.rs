@@ -168,6 +168,8 @@ pub struct Setup {
     pub as_service_user: bool,
     /// The `[audit]` section's keys (default: `path = "audit.log"`).
     pub audit: Option<String>,
+    /// More keys for the `[server]` section (e.g. `request_head_timeout = "2s"`).
+    pub server: String,
 }
 
 pub fn bin() -> &'static str {
@@ -216,7 +218,7 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
         setup.gateway_authenticators.clone()
     };
     let config = format!(
-        "[server]\nstate_dir = \"state\"\ngrace_period = \"10s\"\n\n\
+        "[server]\nstate_dir = \"state\"\ngrace_period = \"10s\"\n{server}\n\n\
          [logging]\nlevel = \"info\"\nformat = \"json\"\n\n\
          [[listeners]]\naddress = \"127.0.0.1:{tls_port}\"\ntls_cert = \"server.pem\"\n\
          tls_key = \"server-key.pem\"\n{}\n\n\
@@ -228,7 +230,8 @@ pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v
          [audit]\n{}\n\n{}\n",
         setup.tls_listener_extra,
         setup.audit.as_deref().unwrap_or("path = \"audit.log\""),
-        setup.body.replace("@TLS_PORT@", &tls_port.to_string())
+        setup.body.replace("@TLS_PORT@", &tls_port.to_string()),
+        server = setup.server,
     );
     std::fs::write(dir.join("hpcgate.toml"), config).unwrap();
 }
