@@ -281,11 +281,17 @@ pub fn run(
         targets: targets_rx,
     };
     let shared = Arc::new(arc_swap::ArcSwap::from_pointee(snap));
-    // The proxy, with the request-head and keep-alive deadlines pingora does not keep.
+    // The proxy, with the request-head and keep-alive deadlines pingora does not keep (HTTP/1
+    // in `deadlines`; an idle HTTP/2 connection gets GOAWAY from pingora's own idle timeout).
+    let mut proxy =
+        pingora::proxy::http_proxy(&server.configuration, Gateway::shared(shared.clone()));
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.keepalive_timeout);
+    proxy.server_options = Some(options);
     let mut svc = pingora::services::listening::Service::new(
         "hpcgate".to_string(),
         crate::deadlines::Deadlines::new(
-            pingora::proxy::http_proxy(&server.configuration, Gateway::shared(shared.clone())),
+            proxy,
             config.request_head_timeout,
             config.keepalive_timeout,
         ),

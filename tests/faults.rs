@@ -15,6 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+
+#[path = "smuggling/h2raw.rs"]
+#[allow(dead_code)]
+mod h2raw;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Requests per burst.
@@ -501,7 +505,7 @@ async fn slow_loris_clients_get_408_at_the_head_deadline_and_let_go() {
 }
 
 /// An HTTP/1.1 connection left idle after a response is closed after `keepalive_timeout`;
-/// one in use is not.
+/// one in use is not. An idle HTTP/2 connection is closed too.
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed_after_keepalive_timeout() {
     let ok = Recorder::start(Duration::ZERO).await;
@@ -546,6 +550,24 @@ async fn idle_keep_alive_connections_are_closed_after_keepalive_timeout() {
             .await,
         1.0
     );
+
+    // HTTP/2: the preface and SETTINGS, then nothing.
+    let mut s = h2raw::h2_connect(&gw).await;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2raw::h2_frame(4, 0, 0, &[]));
+    s.write_all(&out).await.unwrap();
+    let idle = Instant::now();
+    let mut frames = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut frames))
+        .await
+        .expect("the gateway closes an idle h2 connection");
+    let took = idle.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "h2 closed after {took:?} idle"
+    );
+    // pingora 0.9 closes it without a GOAWAY: nothing was in flight, a client reconnects.
+    assert!(!frames.is_empty(), "the gateway's SETTINGS came first");
 }
 
 /// Reads one response with a Content-Length body from a kept-alive connection.
