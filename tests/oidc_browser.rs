@@ -165,13 +165,7 @@ async fn a_browser_logs_in_at_the_idp_and_lands_back_on_the_page_as_alice() {
 
     // A protected page sends the browser to the IdP's login form.
     browser.goto(&gw.url("/app/page?tab=jobs")).await;
-    browser
-        .wait_for_url(&format!("{}/interaction/", idp.issuer()))
-        .await;
-    browser.type_into("#username", "alice").await;
-    browser.type_into("#password", &idp.password("alice")).await;
-    browser.click("#submit").await;
-    let landed = browser.wait_for_url(&gw.url("/app/page")).await;
+    let landed = idp.log_in(&browser, "alice", &gw.url("/app/page")).await;
     let logged_in = Instant::now();
     assert_eq!(
         landed,
@@ -349,13 +343,7 @@ async fn a_user_in_hundreds_of_groups_keeps_a_session_split_over_several_cookies
     let browser = Browser::start(&chromium).await;
 
     browser.goto(&gw.url("/app/page")).await;
-    browser
-        .wait_for_url(&format!("{}/interaction/", idp.issuer()))
-        .await;
-    browser.type_into("#username", "alice").await;
-    browser.type_into("#password", &idp.password("alice")).await;
-    browser.click("#submit").await;
-    browser.wait_for_url(&gw.url("/app/page")).await;
+    idp.log_in(&browser, "alice", &gw.url("/app/page")).await;
     assert_eq!(browser.text("#user").await, "alice");
     assert_eq!(browser.text("#groups").await, groups.join(","));
     assert!(
@@ -615,13 +603,7 @@ async fn a_session_made_by_one_replica_is_good_on_another_with_the_same_key() {
         .await;
     let browser = Browser::start(&chromium).await;
     browser.goto(&one.url("/app/page")).await;
-    browser
-        .wait_for_url(&format!("{}/interaction/", idp.issuer()))
-        .await;
-    browser.type_into("#username", "alice").await;
-    browser.type_into("#password", &idp.password("alice")).await;
-    browser.click("#submit").await;
-    browser.wait_for_url(&one.url("/app/page")).await;
+    idp.log_in(&browser, "alice", &one.url("/app/page")).await;
     let cookies = browser.cookies().await;
     let session = cookies
         .iter()

@@ -142,13 +142,7 @@ async fn alice_sees_her_jobs_and_usage_and_manages_her_keys_in_a_real_browser() 
 
     // Without a session, the page sends the browser to log in, and back.
     browser.goto(&gw.url("/")).await;
-    browser
-        .wait_for_url(&format!("{}/interaction/", idp.issuer()))
-        .await;
-    browser.type_into("#username", "alice").await;
-    browser.type_into("#password", &idp.password("alice")).await;
-    browser.click("#submit").await;
-    browser.wait_for_url(&gw.url("/")).await;
+    idp.log_in(&browser, "alice", &gw.url("/")).await;
     assert_eq!(browser.text("#who-user").await, "alice");
     assert_eq!(browser.text("#who-groups").await, "hpc-admins, hpc-users");
     // An admin gets the link to /-/status.

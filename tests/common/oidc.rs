@@ -34,6 +34,23 @@ impl Idp {
         self.server.get("OIDC_ISSUER").to_string()
     }
 
+    /// Fills in this IdP's login form, where `browser` was sent, as `user`, and waits until
+    /// the browser is back at a URL starting with `landing`; returns that URL.
+    pub async fn log_in(
+        &self,
+        browser: &super::webdriver::Browser,
+        user: &str,
+        landing: &str,
+    ) -> String {
+        browser
+            .wait_for_url(&format!("{}/interaction/", self.issuer()))
+            .await;
+        browser.type_into("#username", user).await;
+        browser.type_into("#password", &self.password(user)).await;
+        browser.click("#submit").await;
+        browser.wait_for_url(landing).await
+    }
+
     pub fn password(&self, user: &str) -> String {
         self.server
             .get(&format!("{}_PASSWORD", user.to_ascii_uppercase()))

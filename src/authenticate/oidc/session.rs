@@ -276,20 +276,22 @@ pub struct LoginState {
 /// How long a login may take, from the redirect to the IdP to the callback.
 pub const LOGIN_TIMEOUT: u64 = 600;
 
-/// Every value of cookie `name` in the request's `Cookie` headers (HTTP/2 may split them).
-pub fn cookie_values<'a>(
-    headers: &'a http::HeaderMap,
-    name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
+/// Every `name=value` pair in the request's `Cookie` headers (HTTP/2 may split them).
+fn cookie_pairs(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(move |pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
+        .filter_map(|pair| pair.trim().split_once('='))
+}
+
+/// Every value of cookie `name` in the request.
+pub fn cookie_values<'a>(
+    headers: &'a http::HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    cookie_pairs(headers).filter_map(move |(k, v)| (k == name).then_some(v))
 }
 
 /// The name of part `i` (from 1) of a value split over several cookies.
@@ -344,16 +346,10 @@ fn stale_parts<'a>(
     from: usize,
 ) -> impl Iterator<Item = String> + 'a {
     let mut seen = std::collections::BTreeSet::new();
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(move |pair| {
-            let (k, _) = pair.trim().split_once('=')?;
-            let i: usize = k.strip_prefix(name)?.strip_prefix('-')?.parse().ok()?;
-            (i >= from && seen.insert(i)).then(|| k.to_string())
-        })
+    cookie_pairs(headers).filter_map(move |(k, _)| {
+        let i: usize = k.strip_prefix(name)?.strip_prefix('-')?.parse().ok()?;
+        (i >= from && seen.insert(i)).then(|| k.to_string())
+    })
 }
 
 /// A `Set-Cookie` value for one of our cookies.
