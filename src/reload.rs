@@ -8,7 +8,8 @@
 //! CAs) — the sockets were opened before privileges were dropped, so a config that changes
 //! them is refused as a whole (use a restart or a graceful upgrade); and settings read only
 //! at start (`[process]`, `[server] threads`, `upstream_keepalive`, `state_dir`,
-//! `request_head_timeout`, `keepalive_timeout`, `[logging]`), which are reported as needing a restart while the rest is applied.
+//! `request_head_timeout`, `keepalive_timeout`, `[logging]`), which are reported as needing
+//! a restart while the rest is applied.
 //!
 //! Certificates are also watched: every `process.watch_certificates` the certificate and key
 //! files' modification times are compared, and changed files are loaded and served to new

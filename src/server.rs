@@ -282,7 +282,7 @@ pub fn run(
     };
     let shared = Arc::new(arc_swap::ArcSwap::from_pointee(snap));
     // The proxy, with the request-head and keep-alive deadlines pingora does not keep (HTTP/1
-    // in `deadlines`; an idle HTTP/2 connection gets GOAWAY from pingora's own idle timeout).
+    // in `deadlines`; an idle HTTP/2 connection is closed by pingora's own idle timeout).
     let mut proxy =
         pingora::proxy::http_proxy(&server.configuration, Gateway::shared(shared.clone()));
     let mut options = pingora::apps::HttpServerOptions::default();

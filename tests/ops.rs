@@ -227,12 +227,7 @@ async fn reload_applies_a_new_route_and_users_file_and_refuses_a_broken_config()
         .await;
     assert!(gw.log_text().contains("listeners cannot change on reload"));
 
-    let metrics = gw
-        .get_as("/-/metrics", "alice", ALICE_PW)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics_text().await;
     assert!(
         metrics.contains("hpcgate_config_reloads_total{result=\"ok\"} 1"),
         "{metrics}"
@@ -396,12 +391,7 @@ async fn concurrent_logins_with_the_same_password_share_one_check() {
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let statuses = at_once(&gw, 8, "alice", "not-her-password").await;
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
-    let m = gw
-        .get_as("/-/metrics", "alice", ALICE_PW)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics_text().await;
     let checks = |result: &str| {
         let labels = ["authenticator=\"local\"", &format!("result=\"{result}\"")];
         sample(&m, "hpcgate_password_checks_total", &labels).unwrap_or(0.0)
@@ -447,12 +437,7 @@ async fn metrics_cover_routes_upstreams_authenticators_caches_policies_limits_an
     assert_eq!(statuses.map(|s| s.as_u16()), [200, 200, 403, 401, 200, 429]);
     // Let a health check run.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let m = gw
-        .get_as("/-/metrics", "alice", ALICE_PW)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics_text().await;
     let has = |name: &str, labels: &[&str]| {
         sample(&m, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{m}"))
     };
@@ -1025,12 +1010,7 @@ async fn health_checks_follow_the_pools_of_a_reloaded_config() {
         assert!(Instant::now() < deadline, "the new pool is never checked");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let m = gw
-        .get_as("/-/metrics", "alice", ALICE_PW)
-        .await
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics_text().await;
     let backend = format!("backend=\"http://{}\"", b.addr);
     assert_eq!(
         sample(&m, "hpcgate_backend_up", &["pool=\"b\"", &backend]),

@@ -60,7 +60,7 @@ pub struct Config {
     pub grace_period: Duration,
     /// A client's whole request head, from its first byte (slow-loris clients get a 408).
     pub request_head_timeout: Duration,
-    /// An idle HTTP/1.1 connection between two requests.
+    /// An idle client connection (HTTP/1.1 or HTTP/2) between two requests.
     pub keepalive_timeout: Duration,
     /// Normalised (lower case, `_` → `-`) names of inbound headers to strip.
     pub strip_headers: Vec<String>,

@@ -20,7 +20,7 @@ pub struct Server {
     pub grace_period: Option<String>,
     /// How long a client may take to send a whole request head, from its first byte.
     pub request_head_timeout: Option<String>,
-    /// How long an HTTP/1.1 connection may wait idle for its next request.
+    /// How long a client connection (HTTP/1.1 or HTTP/2) may wait idle for its next request.
     pub keepalive_timeout: Option<String>,
     /// Extra inbound headers to strip, on top of the built-in identity header list.
     #[serde(default)]

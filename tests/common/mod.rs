@@ -348,16 +348,21 @@ impl Gateway {
             .unwrap()
     }
 
-    /// The value of the first `/-/metrics` line starting with `name` (labels included), as
-    /// alice sees it; 0 when there is none.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .get_as("/-/metrics", "alice", ALICE_PW)
+    /// `/-/metrics` as alice (an admin) sees it.
+    pub async fn metrics_text(&self) -> String {
+        self.get_as("/-/metrics", "alice", ALICE_PW)
             .await
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// The value of the first `/-/metrics` line starting with `name` (labels included), as
+    /// alice sees it; 0 when there is none.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
