@@ -22,6 +22,8 @@ pub enum Rejection {
     MethodNotAllowed(String),
     /// 413: a body the gateway must read (to enforce on it) is too large.
     TooLarge(String),
+    /// 415: a body in an encoding the gateway does not read where it must (to enforce on it).
+    UnsupportedMediaType(String),
     /// 429: too many attempts or requests; `retry_after` in seconds.
     TooManyRequests { reason: String, retry_after: u64 },
     /// 502: the upstream refused the connection or broke the protocol.
@@ -53,6 +55,7 @@ impl Rejection {
             Rejection::NotFound(_) => 404,
             Rejection::MethodNotAllowed(_) => 405,
             Rejection::TooLarge(_) => 413,
+            Rejection::UnsupportedMediaType(_) => 415,
             Rejection::TooManyRequests { .. } => 429,
             Rejection::BadGateway(_) => 502,
             Rejection::Unavailable(_) => 503,
@@ -71,6 +74,7 @@ impl Rejection {
             Rejection::NotFound(_) => "not_found",
             Rejection::MethodNotAllowed(_) => "method_not_allowed",
             Rejection::TooLarge(_) => "payload_too_large",
+            Rejection::UnsupportedMediaType(_) => "unsupported_media_type",
             Rejection::TooManyRequests { .. } => "too_many_requests",
             Rejection::BadGateway(_) => "bad_gateway",
             Rejection::Unavailable(_) => "unavailable",
@@ -90,6 +94,7 @@ impl Rejection {
             | Rejection::NotFound(m)
             | Rejection::MethodNotAllowed(m)
             | Rejection::TooLarge(m)
+            | Rejection::UnsupportedMediaType(m)
             | Rejection::BadGateway(m)
             | Rejection::Unavailable(m)
             | Rejection::GatewayTimeout(m) => m,

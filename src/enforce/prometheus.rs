@@ -6,6 +6,15 @@
 //! a `query` given twice (URL and body, or twice in one) is refused rather than guessed at,
 //! since Prometheus and the gateway might not pick the same one; label listings without a
 //! `match[]` get the user's own, so they cannot enumerate other users' values.
+//!
+//! The gateway decides on the request Prometheus will read. Prometheus (Go's `net/http`,
+//! see [`super::go_form`]) reads the URL's query, a POST form body, and a multipart body on
+//! *any* method. So where it enforces, the gateway reads the whole body and accepts exactly
+//! what it parses and rewrites itself ([`body_form`]): no body, or a POST body of
+//! `application/x-www-form-urlencoded` (UTF-8). Every other body is refused — multipart
+//! (415), any body on GET or HEAD (400), another or a missing media type (415), another
+//! charset (415) — and both the URL's query and the form go upstream re-encoded from the
+//! gateway's own parse, so no parameter is forwarded unread.
 
 use std::collections::BTreeSet;
 
@@ -345,6 +354,79 @@ pub fn enforce(
     Ok(plan)
 }
 
+/// The body of a request whose parameters are enforced, as the gateway reads it: `None`
+/// when there is none, the form when it is one the gateway parses (`application/x-www-
+/// form-urlencoded` on POST, UTF-8), else refused: Prometheus would read parameters from it
+/// that the gateway did not (multipart on any method, GET bodies under other parsers).
+pub fn body_form<'b>(
+    method: &http::Method,
+    headers: &http::HeaderMap,
+    body: &'b [u8],
+) -> Result<Option<&'b [u8]>, Rejection> {
+    let types: Vec<&http::HeaderValue> =
+        headers.get_all(http::header::CONTENT_TYPE).iter().collect();
+    if types.len() > 1 {
+        return Err(Rejection::BadRequest(
+            "more than one Content-Type header".into(),
+        ));
+    }
+    let content_type =
+        match types.first() {
+            Some(v) => Some(v.to_str().map_err(|_| {
+                Rejection::BadRequest("the Content-Type header is not ASCII".into())
+            })?),
+            None => None,
+        };
+    let media = content_type.map(|c| (c, super::go_form::media_type(c)));
+    const HOW: &str = "send the parameters in the URL, or POST them as \
+                       application/x-www-form-urlencoded (UTF-8), as Grafana does";
+    if let Some((_, Some(m))) = &media
+        && m.starts_with("multipart/")
+    {
+        return Err(Rejection::UnsupportedMediaType(format!(
+            "{m} bodies are not accepted on this route: Prometheus would read parameters \
+             from them that the gateway does not enforce; {HOW}"
+        )));
+    }
+    if body.is_empty() {
+        return Ok(None);
+    }
+    if *method != http::Method::POST {
+        return Err(Rejection::BadRequest(format!(
+            "a {method} request with a body is not accepted on this route (Prometheus \
+             could read parameters from it that the gateway does not enforce); {HOW}"
+        )));
+    }
+    match media {
+        Some((raw, Some(m))) if m == "application/x-www-form-urlencoded" => {
+            for param in raw.split(';').skip(1) {
+                let (name, value) = param.split_once('=').unwrap_or((param, ""));
+                let value = value.trim().trim_matches('"');
+                let utf8 = ["utf-8", "utf8", "us-ascii"]
+                    .iter()
+                    .any(|c| value.eq_ignore_ascii_case(c));
+                if !name.trim().eq_ignore_ascii_case("charset") || !utf8 {
+                    return Err(Rejection::UnsupportedMediaType(format!(
+                        "Content-Type parameter `{}` is not accepted: form bodies are read \
+                         as UTF-8 only (charset=utf-8)",
+                        param.trim()
+                    )));
+                }
+            }
+            Ok(Some(body))
+        }
+        Some((_, Some(m))) => Err(Rejection::UnsupportedMediaType(format!(
+            "{m} bodies are not accepted on this route; {HOW}"
+        ))),
+        Some((_, None)) => Err(Rejection::UnsupportedMediaType(format!(
+            "the Content-Type header cannot be read; {HOW}"
+        ))),
+        None => Err(Rejection::UnsupportedMediaType(format!(
+            "a body without a Content-Type is not accepted on this route; {HOW}"
+        ))),
+    }
+}
+
 /// What admission decided for a `prometheus` route's request.
 pub struct Admitted {
     /// The rewritten form body, sent instead of the client's.
@@ -357,7 +439,32 @@ pub struct Admitted {
     pub read_api: bool,
 }
 
-/// The `prometheus` route step of admission: reads a POST form (at most
+/// The whole request body, at most [`MAX_FORM_BYTES`], kept for pingora to replay.
+async fn read_body(session: &mut Session) -> Result<Vec<u8>, Rejection> {
+    session.enable_retry_buffering();
+    let mut buf = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                buf.extend_from_slice(&chunk);
+                if buf.len() > MAX_FORM_BYTES {
+                    return Err(Rejection::TooLarge(format!(
+                        "Prometheus form bodies are limited to {} KiB",
+                        MAX_FORM_BYTES / 1024
+                    )));
+                }
+            }
+            Ok(None) => return Ok(buf),
+            Err(_) => {
+                return Err(Rejection::BadRequest(
+                    "the request body could not be read".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// The `prometheus` route step of admission: reads the body where it matters (at most
 /// [`MAX_FORM_BYTES`]), rewrites the URL's query in place, and says what else changes.
 pub async fn admit(
     session: &mut Session,
@@ -381,54 +488,36 @@ pub async fn admit(
     // Retention pools pick a backend by the time range, for admins too.
     let now = (permit.route().pool.config.balance == Balance::Retention)
         .then(|| crate::store::now() as f64);
-    let req = session.req_header();
-    let is_form = req
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-        });
-    let method = req.method.clone();
+    let method = session.req_header().method.clone();
     let enforcing = user.is_some() && route.promql != PromqlMode::Off;
-    let body = if (enforcing || now.is_some()) && method == http::Method::POST && is_form {
-        session.enable_retry_buffering();
-        let mut buf = Vec::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    buf.extend_from_slice(&chunk);
-                    if buf.len() > MAX_FORM_BYTES {
-                        return Err(Rejection::TooLarge(format!(
-                            "Prometheus form bodies are limited to {} KiB",
-                            MAX_FORM_BYTES / 1024
-                        )));
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    return Err(Rejection::BadRequest(
-                        "the request body could not be read".into(),
-                    ));
-                }
-            }
-        }
-        Some(buf)
-    } else {
-        None
-    };
     let rel = match path.strip_prefix(route.path_prefix.as_str()) {
         Some(r) if route.path_prefix != "/" => r,
         _ => path,
     };
+    // Where it enforces, the gateway reads every body (to refuse what it does not parse);
+    // else only a form it may take the time range from.
+    let body = if enforcing && endpoint(rel).is_some() {
+        Some(read_body(session).await?)
+    } else if now.is_some()
+        && method == http::Method::POST
+        && is_form(&session.req_header().headers)
+    {
+        Some(read_body(session).await?)
+    } else {
+        None
+    };
     let req = session.req_header();
+    let form = match &body {
+        Some(b) if enforcing => body_form(&method, &req.headers, b)?,
+        Some(b) => Some(b.as_slice()),
+        None => None,
+    };
     let plan = enforce(
         &route.promql,
         rel,
         &method,
         req.uri.query(),
-        body.as_deref(),
+        form,
         user.as_deref(),
         groups,
         now,
@@ -459,6 +548,15 @@ pub async fn admit(
         earliest: plan.earliest,
         read_api: endpoint(rel).is_some(),
     })
+}
+
+/// A form body by its media type (for the time range only: nothing is enforced on it).
+fn is_form(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::go_form::media_type)
+        .is_some_and(|m| m == "application/x-www-form-urlencoded")
 }
 
 #[cfg(test)]
@@ -617,5 +715,251 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.earliest, None);
+    }
+
+    fn headers(content_type: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        if let Some(c) = content_type {
+            h.insert(http::header::CONTENT_TYPE, c.parse().unwrap());
+        }
+        h
+    }
+
+    const FORM: &str = "application/x-www-form-urlencoded";
+
+    #[test]
+    fn only_bodies_the_gateway_parses_are_accepted() {
+        let form = |m: http::Method, ct: Option<&str>, body: &[u8]| {
+            body_form(&m, &headers(ct), body).map(|f| f.is_some())
+        };
+        let status = |r: Result<bool, Rejection>| r.unwrap_err().status();
+        assert_eq!(form(http::Method::POST, Some(FORM), b"query=up"), Ok(true));
+        assert_eq!(
+            form(
+                http::Method::POST,
+                Some("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+                b"q=1"
+            ),
+            Ok(true)
+        );
+        assert_eq!(form(http::Method::GET, None, b""), Ok(false));
+        assert_eq!(form(http::Method::POST, Some("text/plain"), b""), Ok(false));
+        // Multipart: on any method, with or without a body.
+        for m in [http::Method::GET, http::Method::POST] {
+            assert_eq!(
+                status(form(
+                    m.clone(),
+                    Some("multipart/form-data; boundary=x"),
+                    b"--x"
+                )),
+                415
+            );
+            assert_eq!(
+                status(form(m, Some("Multipart/Mixed; boundary=x"), b"")),
+                415
+            );
+        }
+        // A body on GET or HEAD, whatever its type.
+        assert_eq!(
+            status(form(http::Method::GET, Some(FORM), b"query=up")),
+            400
+        );
+        assert_eq!(status(form(http::Method::HEAD, None, b"x")), 400);
+        // Other media types, none, unreadable ones, other charsets, other parameters.
+        for ct in [
+            Some("text/plain"),
+            Some("application/json"),
+            None,
+            Some("form"),
+            Some("application/x-www-form-urlencodedx"),
+            Some("application/x-www-form-urlencoded; charset=latin1"),
+            Some("application/x-www-form-urlencoded; charset=utf-16"),
+            Some("application/x-www-form-urlencoded; boundary=x"),
+        ] {
+            assert_eq!(
+                status(form(http::Method::POST, ct, b"query=up")),
+                415,
+                "{ct:?}"
+            );
+        }
+        let mut two = headers(Some(FORM));
+        two.append(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert_eq!(
+            body_form(&http::Method::POST, &two, b"query=up")
+                .unwrap_err()
+                .status(),
+            400
+        );
+    }
+
+    /// Every `query` and `match[]` Prometheus would read from what goes upstream (the
+    /// rewritten URL and body, or the client's where nothing was rewritten), read the way Go
+    /// reads it, is confined to alice.
+    fn forwarded_is_confined(
+        rel: &str,
+        method: &http::Method,
+        query: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<(), Rejection> {
+        let form = body_form(method, &headers(content_type), body)?;
+        let plan = enforce(
+            &label(),
+            rel,
+            method,
+            Some(query),
+            form,
+            Some("alice"),
+            &[],
+            None,
+        )?;
+        let url = plan.query.unwrap_or_else(|| query.to_string());
+        let sent: Vec<u8> = match (&plan.body, form) {
+            (Some(b), _) => b.to_vec(),
+            (None, Some(_)) => panic!("a form was read but not re-encoded"),
+            (None, None) => body.to_vec(),
+        };
+        let read = crate::enforce::go_form::form_values(method.as_str(), &url, content_type, &sent)
+            .unwrap_or_else(|e| {
+                panic!("{rel}?{query}: forwarded a body Prometheus reads unmodelled: {e:?}")
+            });
+        for (k, v) in read {
+            if k == "query" || k == "match[]" {
+                assert!(
+                    crate::enforce::promql::tests::all_confined(&v),
+                    "{method} {rel}?{query} body {:?}: Prometheus reads {k}={v}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The escape corpus × every way of encoding a request: each is refused, or what goes
+    /// upstream is confined as Prometheus reads it (the multipart hole, GET bodies, encoded
+    /// and repeated names, parameters in both places).
+    #[test]
+    fn every_encoding_of_the_escape_corpus_is_refused_or_confined() {
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let corpus = include_str!("../../tests/promql_escapes.txt");
+        let (mut accepted, mut refused) = (0, 0);
+        for line in corpus
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
+            let q = line.split_once(' ').unwrap().1;
+            let e = enc(q);
+            let multipart = format!(
+                "--b\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\n{q}\r\n--b--\r\n"
+            );
+            let get = http::Method::GET;
+            let post = http::Method::POST;
+            let cases: Vec<(&str, &http::Method, String, Option<&str>, Vec<u8>)> = vec![
+                ("/api/v1/query", &get, format!("query={e}"), None, vec![]),
+                (
+                    "/api/v1/query",
+                    &post,
+                    String::new(),
+                    Some(FORM),
+                    format!("query={e}").into(),
+                ),
+                (
+                    "/api/v1/query",
+                    &post,
+                    String::new(),
+                    Some("multipart/form-data; boundary=b"),
+                    multipart.clone().into(),
+                ),
+                (
+                    "/api/v1/query",
+                    &get,
+                    String::new(),
+                    Some("multipart/form-data; boundary=b"),
+                    multipart.into(),
+                ),
+                (
+                    "/api/v1/query",
+                    &get,
+                    String::new(),
+                    Some(FORM),
+                    format!("query={e}").into(),
+                ),
+                (
+                    "/api/v1/query",
+                    &post,
+                    "query=up".into(),
+                    Some(FORM),
+                    format!("query={e}").into(),
+                ),
+                ("/api/v1/query", &get, format!("%71uery={e}"), None, vec![]),
+                (
+                    "/api/v1/query",
+                    &get,
+                    format!("query=up&query={e}"),
+                    None,
+                    vec![],
+                ),
+                (
+                    "/api/v1/query",
+                    &get,
+                    format!("query;x={e}&query=up"),
+                    None,
+                    vec![],
+                ),
+                (
+                    "/api/v1/query",
+                    &post,
+                    String::new(),
+                    Some("text/plain"),
+                    format!("query={e}").into(),
+                ),
+                (
+                    "/api/v1/query",
+                    &post,
+                    String::new(),
+                    None,
+                    format!("query={e}").into(),
+                ),
+                (
+                    "/api/v1/query_range",
+                    &post,
+                    format!("query={e}"),
+                    Some(FORM),
+                    b"start=1&end=2&step=1".to_vec(),
+                ),
+                (
+                    "/api/v1/series",
+                    &get,
+                    format!("match[]={e}&match%5B%5D={e}"),
+                    None,
+                    vec![],
+                ),
+                (
+                    "/api/v1/labels",
+                    &post,
+                    format!("match[]={e}"),
+                    Some(FORM),
+                    format!("match[]={e}").into(),
+                ),
+                (
+                    "/api/v1/label/job/values",
+                    &post,
+                    String::new(),
+                    Some("multipart/form-data; boundary=b"),
+                    b"--b--".to_vec(),
+                ),
+                ("/api/v1/labels", &get, String::new(), None, vec![]),
+            ];
+            for (rel, method, query, ct, body) in cases {
+                match forwarded_is_confined(rel, method, &query, ct, &body) {
+                    Ok(()) => accepted += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        assert!(
+            accepted > 100 && refused > 100,
+            "{accepted} accepted, {refused} refused"
+        );
     }
 }

@@ -1,8 +1,15 @@
 //! PromQL enforcement in `label` mode (the prom-label-proxy idea, done on the parse tree):
 //! every vector and matrix selector, wherever it sits in the expression (binary operations,
 //! subqueries, function arguments, aggregations, `or` groups of matchers), gets
-//! `<label>="<value>"`. A matcher on that label the user wrote is refused unless it is
-//! exactly the enforced one: never silently overwritten, so a query means what it says.
+//! `<label>="<value>"`. A matcher on that label the user wrote is kept and ANDed with the
+//! enforced one (`{user=~"$user"}` from a Grafana variable, `user!=""`), which can only
+//! narrow what is read; an equality to a value that is not theirs is refused, since it could
+//! only ever read nothing.
+//!
+//! Every query is bounded before it is parsed ([`check_bounds`]): at most
+//! [`MAX_QUERY_BYTES`] and an estimated nesting depth of at most [`MAX_DEPTH`]. The parse
+//! tree is walked, printed and dropped by recursion (here, in promql-parser and in `Drop`),
+//! and a stack overflow aborts the whole process, which no `catch_unwind` can stop.
 //!
 //! Parsing and printing are promql-parser's; no text surgery on query strings.
 
@@ -75,21 +82,21 @@ fn confine_matchers(m: &mut Matchers, e: &Enforced<'_>) -> Result<(), Refusal> {
     };
     for group in groups {
         let mut present = false;
-        for existing in group.iter() {
-            if existing.name != e.label {
-                continue;
-            }
-            // Narrowing to one of the allowed values is the user's right; anything else
-            // (another value, a regex, a negation) is refused, never overwritten.
-            if matches!(existing.op, MatchOp::Equal) && e.values.contains(&existing.value.as_str())
-            {
-                present = true;
-            } else {
-                return Err(Refusal::Forbidden(format!(
-                    "the query sets `{}` itself ({existing}); only {} is allowed",
-                    e.label,
-                    e.allowed()
-                )));
+        for existing in group.iter().filter(|m| m.name == e.label) {
+            // Prometheus ANDs every matcher of a selector, so the user's own matchers on the
+            // label stay (they can only narrow what the enforced one allows). An equality to
+            // one of the allowed values already is the enforced matcher, or narrower; an
+            // equality to any other value can only read nothing, and says the user asked for
+            // someone else's series: refused with the reason.
+            if matches!(existing.op, MatchOp::Equal) {
+                if e.values.contains(&existing.value.as_str()) {
+                    present = true;
+                } else {
+                    return Err(Refusal::Forbidden(format!(
+                        "the query asks for `{existing}`; only {} is yours to read",
+                        e.allowed()
+                    )));
+                }
             }
         }
         if !present {
@@ -147,7 +154,119 @@ fn confine(expr: &mut Expr, e: &Enforced<'_>) -> Result<usize, Refusal> {
     })
 }
 
-/// Parses a query; text that is not PromQL is [`Refusal::Invalid`].
+/// Longest PromQL text the gateway parses (a query, or one `match[]` selector). Grafana's
+/// generated queries are a few KiB at most.
+pub const MAX_QUERY_BYTES: usize = 32 * 1024;
+
+/// Deepest nesting the gateway parses, as estimated by [`check_bounds`]: real queries stay
+/// below 20; this leaves room for long `a + b + c …` chains (each operator is a level of the
+/// parse tree) while a parse tree this deep is walked, printed and dropped in well under the
+/// 2 MiB stack of a worker thread, even unoptimised.
+pub const MAX_DEPTH: usize = 256;
+
+/// Refuses a query too long or nested too deeply to be parsed safely, without parsing it:
+/// one pass over the text that skips strings and comments and keeps, for each open
+/// parenthesis, bracket or brace, how many operators stand in it. The parse tree cannot be
+/// deeper than the open groups plus the operators inside them (an operator chain `a+b+c`
+/// is a left-deep tree, and unary `-` nests), so that sum bounds the recursion of every walk
+/// over the tree.
+pub fn check_bounds(query: &str) -> Result<(), Refusal> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(Refusal::Invalid(format!(
+            "the query is {} bytes long; the gateway accepts at most {} KiB",
+            query.len(),
+            MAX_QUERY_BYTES / 1024
+        )));
+    }
+    let depth = nesting_depth(query.as_bytes());
+    if depth > MAX_DEPTH {
+        return Err(Refusal::Invalid(format!(
+            "the query nests too deeply (about {depth} levels of parentheses, brackets and \
+             operators); the gateway accepts at most {MAX_DEPTH}"
+        )));
+    }
+    Ok(())
+}
+
+/// The depth estimate of [`check_bounds`] (an upper bound of the parse tree's depth).
+fn nesting_depth(q: &[u8]) -> usize {
+    // For each open group: its kind (operators inside braces are label matchers, inside
+    // brackets durations, neither nests) and the operators counted in it.
+    let mut stack: Vec<(u8, usize)> = Vec::new();
+    let (mut top_ops, mut depth, mut max) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < q.len() {
+        let c = q[i];
+        match c {
+            b'"' | b'\'' | b'`' => {
+                // A string: to its closing quote (backslash escapes, but not in backticks).
+                i += 1;
+                while i < q.len() && q[i] != c {
+                    if q[i] == b'\\' && c != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'#' => {
+                while i < q.len() && q[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                if c == b'[' {
+                    // Subqueries chain without parentheses (`x[1h:][1h:]`, each a level of
+                    // the tree): a bracket counts as an operator of the group it is in too.
+                    count_operator(&mut stack, &mut depth, &mut top_ops);
+                }
+                stack.push((c, 0));
+                depth += 1;
+            }
+            b')' | b']' | b'}' => {
+                if let Some((_, ops)) = stack.pop() {
+                    depth -= 1 + ops;
+                }
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<' | b'>' => {
+                count_operator(&mut stack, &mut depth, &mut top_ops);
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                // A word: the set operators and `atan2` are binary operators too.
+                let start = i;
+                while i + 1 < q.len() && (q[i + 1].is_ascii_alphanumeric() || q[i + 1] == b'_') {
+                    i += 1;
+                }
+                let word = &q[start..=i];
+                let op = ["and", "or", "unless", "atan2"]
+                    .iter()
+                    .any(|w| word.eq_ignore_ascii_case(w.as_bytes()));
+                if op {
+                    count_operator(&mut stack, &mut depth, &mut top_ops);
+                }
+            }
+            _ => {}
+        }
+        max = max.max(depth + top_ops);
+        i += 1;
+    }
+    max
+}
+
+/// An operator of the innermost open group (none inside braces, where `=`, `!=`, `=~` are
+/// label matchers, or brackets, where `-` may be part of a duration).
+fn count_operator(stack: &mut [(u8, usize)], depth: &mut usize, top_ops: &mut usize) {
+    match stack.last_mut() {
+        Some((b'{' | b'[', _)) => {}
+        Some((_, ops)) => {
+            *ops += 1;
+            *depth += 1;
+        }
+        None => *top_ops += 1,
+    }
+}
+
+/// Parses a query; text that is not PromQL is [`Refusal::Invalid`], and so is text over the
+/// bounds of [`check_bounds`].
 ///
 /// promql-parser panics on some inputs (found by the `promql` fuzz target: a subquery step
 /// too large for a `Duration`, `x[1h:6655555555555555555555555555566666666]`); the query
@@ -155,6 +274,7 @@ fn confine(expr: &mut Expr, e: &Enforced<'_>) -> Result<usize, Refusal> {
 /// other that is not PromQL. The parser holds no state across calls, so nothing is left
 /// half-updated by the unwinding.
 pub fn parse(query: &str) -> Result<Expr, Refusal> {
+    check_bounds(query)?;
     std::panic::catch_unwind(|| parser::parse(query))
         .unwrap_or_else(|_| {
             Err("the query cannot be parsed (the PromQL parser failed on it)".into())
@@ -386,7 +506,7 @@ pub fn enforce_selector(selector: &str, e: &Enforced<'_>) -> Result<String, Refu
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const ALICE: Enforced<'static> = Enforced {
@@ -394,8 +514,10 @@ mod tests {
         values: &["alice"],
     };
 
-    /// Every selector of the output carries user="alice" and no other user matcher.
-    fn all_confined(out: &str) -> bool {
+    /// Every selector of the output carries user="alice", and no equality on `user` names
+    /// anyone else (other matchers on `user` only narrow it). Also used by the request-level
+    /// tests of `prometheus.rs`.
+    pub(crate) fn all_confined(out: &str) -> bool {
         fn walk(expr: &Expr, ok: &mut bool, n: &mut usize) {
             let check = |vs: &VectorSelector, ok: &mut bool, n: &mut usize| {
                 *n += 1;
@@ -405,10 +527,15 @@ mod tests {
                     vs.matchers.or_matchers.iter().collect()
                 };
                 for g in groups {
+                    // user="alice" is there; other matchers on `user` only narrow it, and
+                    // no equality names anyone else.
                     let users: Vec<&Matcher> = g.iter().filter(|m| m.name == "user").collect();
-                    *ok &= users.len() == 1
-                        && matches!(users[0].op, MatchOp::Equal)
-                        && users[0].value == "alice";
+                    *ok &= users
+                        .iter()
+                        .any(|m| matches!(m.op, MatchOp::Equal) && m.value == "alice")
+                        && users
+                            .iter()
+                            .all(|m| !matches!(m.op, MatchOp::Equal) || m.value == "alice");
                 }
             };
             match expr {
@@ -583,21 +710,20 @@ mod tests {
             enforce_query("sum(cpu)", &e).unwrap(),
             "sum(cpu{project=~\"physics|chem\\\\.lab\"})"
         );
-        // Narrowing to one of them is fine; anything else is refused.
+        // Narrowing to one of them is fine; another value is refused.
         assert_eq!(
             enforce_query("cpu{project=\"physics\"}", &e).unwrap(),
             "cpu{project=\"physics\"}"
         );
-        for q in [
-            "cpu{project=\"bio\"}",
-            "cpu{project=~\"phys.*\"}",
-            "cpu{project!=\"x\"}",
-        ] {
-            assert!(
-                matches!(enforce_query(q, &e), Err(Refusal::Forbidden(_))),
-                "{q}"
-            );
-        }
+        assert!(matches!(
+            enforce_query("cpu{project=\"bio\"}", &e),
+            Err(Refusal::Forbidden(_))
+        ));
+        // Regexes and negations are the user's own narrowing: kept, ANDed with the groups.
+        assert_eq!(
+            enforce_query("cpu{project=~\"phys.*\"}", &e).unwrap(),
+            "cpu{project=~\"phys.*\",project=~\"physics|chem\\\\.lab\"}"
+        );
         assert_eq!(
             own_selector(&e).unwrap(),
             "{project=~\"physics|chem\\\\.lab\"}"
@@ -612,5 +738,93 @@ mod tests {
             enforce_query("cpu", &none),
             Err(Refusal::Forbidden(_))
         ));
+    }
+
+    /// prom-label-proxy's users write these (Grafana template variables, "any user" filters):
+    /// kept and ANDed with the enforced matcher, which the output always carries.
+    #[test]
+    fn a_users_own_matchers_on_the_label_are_kept_and_anded() {
+        for (q, want) in [
+            (
+                "cpu{user=~\"alice\"}",
+                "cpu{user=\"alice\",user=~\"alice\"}",
+            ),
+            ("cpu{user!=\"\"}", "cpu{user!=\"\",user=\"alice\"}"),
+            (
+                "sum(cpu{user=~\"alice|bob\"})",
+                "sum(cpu{user=\"alice\",user=~\"alice|bob\"})",
+            ),
+            ("cpu{user=\"alice\"}", "cpu{user=\"alice\"}"),
+        ] {
+            let out = enforce_query(q, &ALICE).unwrap();
+            assert_eq!(out, want, "{q}");
+            assert!(all_confined(&out), "{q} → {out}");
+        }
+        assert!(matches!(
+            enforce_query("cpu{user=\"bob\"}", &ALICE),
+            Err(Refusal::Forbidden(_))
+        ));
+    }
+
+    /// Regression: ~14 KB of nested parentheses (or unary minus signs, or nested `sum(`)
+    /// overflowed the worker's stack in label mode and aborted the process. Each shape is
+    /// refused before parsing, with a 400 that names the limit; at the limit, parsing,
+    /// confining, printing and dropping fit in a quarter of a worker's stack.
+    #[test]
+    fn deep_nesting_is_refused_before_it_can_overflow_the_stack() {
+        let deep = |open: &str, leaf: &str, close: &str, n: usize| {
+            format!("{}{leaf}{}", open.repeat(n), close.repeat(n))
+        };
+        for q in [
+            deep("(", "up", ")", 7000),
+            deep("-", "up", "", 14_000),
+            deep("sum(", "up", ")", 3000),
+            deep("", "up", " + up", 2000),
+            deep("", "up", "[1m:]", 2000),
+            deep("abs(-", "up", ")", 2000),
+        ] {
+            match enforce_query(&q, &ALICE) {
+                Err(Refusal::Invalid(m)) => assert!(
+                    m.contains("nests too deeply") || m.contains("at most"),
+                    "{m}"
+                ),
+                other => panic!("{}…: {other:?}", &q[..20]),
+            }
+            assert!(matches!(
+                pinned_ids_of_selector(&q, "uuid", &[]),
+                Err(Refusal::Invalid(_))
+            ));
+        }
+        let long = format!("up{{a=\"{}\"}}", "x".repeat(MAX_QUERY_BYTES));
+        assert!(matches!(parse(&long), Err(Refusal::Invalid(m)) if m.contains("KiB")));
+        // Strings and comments do not count; real queries are far below the limit.
+        assert!(check_bounds("up{a=\"((((((((((((\"} # ))))((((((").is_ok());
+        assert!(nesting_depth(b"sum by (job) (rate(x[5m])) / on(job) count(y)") < 10);
+        // Just under the limit, in every shape, on a thread with 512 KiB of stack (a
+        // worker's is 2 MiB): everything the gateway does with a query fits.
+        let shapes: Vec<String> = vec![
+            deep("(", "up", ")", MAX_DEPTH - 1),
+            deep("-", "up", "", MAX_DEPTH - 2),
+            deep("", "up", " + up", MAX_DEPTH - 1),
+            deep("sum(", "up", ")", MAX_DEPTH - 1),
+            deep("max_over_time(", "up", "[1m:])", MAX_DEPTH / 3),
+        ];
+        for q in shapes {
+            let depth = nesting_depth(q.as_bytes());
+            assert!(check_bounds(&q).is_ok(), "{}… depth {depth}", &q[..12]);
+            std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || {
+                    let out = enforce_query(&q, &ALICE);
+                    let expr = parse(&q).unwrap();
+                    let _ = pinned_ids(&expr, "uuid", &[]);
+                    let _ = earliest_read(&expr, 0.0, 1.0);
+                    out.map(|_| ())
+                })
+                .unwrap()
+                .join()
+                .expect("no stack overflow")
+                .ok();
+        }
     }
 }
