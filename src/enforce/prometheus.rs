@@ -496,12 +496,11 @@ pub async fn admit(
     };
     // Where it enforces, the gateway reads every body (to refuse what it does not parse);
     // else only a form it may take the time range from.
-    let body = if enforcing && endpoint(rel).is_some() {
-        Some(read_body(session).await?)
-    } else if now.is_some()
-        && method == http::Method::POST
-        && is_form(&session.req_header().headers)
-    {
+    let reads_body = (enforcing && endpoint(rel).is_some())
+        || (now.is_some()
+            && method == http::Method::POST
+            && is_form(&session.req_header().headers));
+    let body = if reads_body {
         Some(read_body(session).await?)
     } else {
         None
@@ -835,6 +834,9 @@ mod tests {
         Ok(())
     }
 
+    /// One request: endpoint, method, URL query, Content-Type, body.
+    type Case<'a> = (&'a str, &'a http::Method, String, Option<&'a str>, Vec<u8>);
+
     /// The escape corpus × every way of encoding a request: each is refused, or what goes
     /// upstream is confined as Prometheus reads it (the multipart hole, GET bodies, encoded
     /// and repeated names, parameters in both places).
@@ -854,7 +856,7 @@ mod tests {
             );
             let get = http::Method::GET;
             let post = http::Method::POST;
-            let cases: Vec<(&str, &http::Method, String, Option<&str>, Vec<u8>)> = vec![
+            let cases: Vec<Case> = vec![
                 ("/api/v1/query", &get, format!("query={e}"), None, vec![]),
                 (
                     "/api/v1/query",
