@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod oidc;
+pub mod prom;
 pub mod webdriver;
 
 use std::net::SocketAddr;
