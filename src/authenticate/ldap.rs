@@ -197,6 +197,14 @@ impl LdapAuth {
                     .map_err(unavailable)?;
                 match entries.len() {
                     0 => {
+                        // As many round trips as for a user who exists: a bind that fails
+                        // (no entry has this DN; the typed password is not sent), whatever
+                        // its answer.
+                        let nobody = format!("cn=hpcgate-no-such-user,{base}");
+                        let _ = ldap
+                            .with_timeout(t)
+                            .simple_bind(&nobody, "hpcgate-no-such-user")
+                            .await;
                         self.release(ldap).await;
                         return Err(Failure::NoSuchUser);
                     }
@@ -321,7 +329,7 @@ impl Authenticator for LdapAuth {
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
         self.guard
-            .authenticate(req, &self.cfg.realm, |user, password| async move {
+            .authenticate(req, |user, password| async move {
                 // One deadline for the whole exchange: a directory that accepts the connection
                 // and never answers must not hold the request.
                 let result =
@@ -360,5 +368,9 @@ mod tests {
     fn user_input_is_escaped_in_filters_and_dns() {
         assert_eq!(ldap3::ldap_escape("*)(uid=*"), "\\2a\\29\\28uid=\\2a");
         assert_eq!(ldap3::dn_escape("a,b"), "a\\2cb");
+    }
+
+    fn unknown_user_refused(&self, req: &RequestInfo<'_>) {
+        self.guard.unknown_user_refused(req)
     }
 }

@@ -52,6 +52,10 @@ impl Authenticator for TrustedHeaderAuth {
         self.inner.challenge()
     }
 
+    fn unknown_user_refused(&self, req: &RequestInfo<'_>) {
+        self.inner.unknown_user_refused(req)
+    }
+
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
         let service = match self.inner.authenticate(req).await {
             Outcome::Authenticated(id) => id,

@@ -261,14 +261,17 @@ impl Web {
         match self.login.authenticate(req).await {
             Outcome::Authenticated(id) => Ok(id),
             Outcome::Rejected(r) => Err(r),
-            Outcome::NotMine => Err(Rejection::Unauthorized {
+            // (The browser login never answers with the password outcomes.)
+            Outcome::NotMine | Outcome::UnknownUser | Outcome::WrongPassword => {
+                Err(Rejection::Unauthorized {
                 reason: format!(
                     "the page at / is for browsers logged in at /auth/login; API clients: see \
                      /-/whoami and the API documentation at {}",
                     self.cfg.docs_url
                 ),
                 challenge: "Bearer realm=\"hpcgate\"".into(),
-            }),
+            })
+            }
         }
     }
 
