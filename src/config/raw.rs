@@ -163,6 +163,9 @@ pub enum Authenticator {
         user_filter: Option<String>,
         /// Instead of a search: the user's DN, e.g. `uid={user},ou=people,dc=example,dc=org`.
         user_dn_template: Option<String>,
+        /// Attribute of the user entry whose value is the user's name at the gateway (default
+        /// `uid`): `BOB` logging in is the directory's `bob`, not a new user.
+        user_name_attribute: Option<String>,
         /// Attribute of the user entry listing group DNs (default `memberOf`).
         group_attribute: Option<String>,
         /// Or a group search: base, filter (`{dn}`, `{user}`), and the attribute naming a group.
