@@ -248,9 +248,10 @@ pub struct OidcBearer {
     pub groups_claim: Option<String>,
     /// The claim holding the e-mail address (default `email`; `""` uses none).
     pub email_claim: Option<String>,
-    /// Client id → service account name. A client-credentials token (one that names no
-    /// user, or whose user claim is `sub` and equals the client id) of a client listed here
-    /// is that service account; of any other client, refused.
+    /// Client id → service account name. A client-credentials token (its `sub` is the client
+    /// id, in `client_id` or `azp`, and it names no other user) of a client listed here is
+    /// that service account; of any other client, refused. A user's token is never one, even
+    /// without the user claim, and no user token may name a service account.
     #[serde(default)]
     pub service_accounts: BTreeMap<String, String>,
     /// Clock leeway for `exp` and `nbf` (default 30s, at most 5m).
