@@ -243,6 +243,7 @@ impl Authenticators {
             };
             by_name.insert(name.clone(), built);
         }
+        let privileged = config.privileged_users();
         for (name, a) in &config.authenticators {
             if let config::Authenticator::TrustedHeader(t) = a {
                 let inner = by_name
@@ -253,7 +254,7 @@ impl Authenticators {
                         format!("{name}: authenticator {} not built", t.authenticator)
                     })?;
                 let built: Arc<dyn Authenticator> = Arc::new(
-                    trusted_header::TrustedHeaderAuth::new(name, inner, t.clone()),
+                    trusted_header::TrustedHeaderAuth::new(name, inner, t.clone(), &privileged),
                 );
                 by_name.insert(name.clone(), Some(built));
             }

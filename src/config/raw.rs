@@ -204,6 +204,12 @@ pub enum Authenticator {
         /// Only from these networks (CIDR); default: anywhere.
         #[serde(default)]
         source_networks: Vec<String>,
+        /// Privileged users the services may nevertheless act for (default none). Refused
+        /// otherwise: `root` and the Slurm users the gateway knows (every slurmrestd route's
+        /// `health_user` and `denied_users`, every accounting ingest `user`), since a token
+        /// of theirs acts for anyone in Slurm.
+        #[serde(default)]
+        allow_privileged_users: Vec<String>,
     },
     /// Services proven by a TLS client certificate (on a listener with `client_ca`), pinned
     /// by the SHA-256 fingerprint of the certificate.
