@@ -533,3 +533,34 @@ async fn trusted_services_cannot_act_for_root_or_the_slurm_user() {
     assert_eq!(up.last().one("x-forwarded-user"), Some("root"));
     expect_error(act("/ops/x", "slurm").await.unwrap(), 403, "forbidden").await;
 }
+
+#[tokio::test]
+async fn apikey_create_refuses_group_names_that_cannot_be_carried() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/keys.db", shared.path().display());
+    let gw = Gateway::start(Setup {
+        body: body(&up, &url),
+        ..Default::default()
+    })
+    .await;
+    for bad in ["", "a,b", " hpc-admins", "x\ty"] {
+        let r = apikey(
+            &gw,
+            &["create", "--user", "carol", "--name", "ci", "--group", bad],
+        );
+        assert!(r.is_err(), "group {bad:?} was accepted");
+    }
+    let key = apikey(
+        &gw,
+        &[
+            "create", "--user", "carol", "--name", "ci", "--group", "proj-c",
+        ],
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let r = call(&gw, "/hpc/x", ("x-api-key", &key)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().one("x-forwarded-groups"), Some("proj-c"));
+}

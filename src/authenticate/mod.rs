@@ -25,7 +25,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 
-pub use identity::Identity;
+pub use identity::{Identity, usable_group};
 
 use crate::config::{self, Config};
 use crate::error::Rejection;
