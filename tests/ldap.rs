@@ -272,7 +272,10 @@ async fn unknown_users_and_wrong_passwords_get_one_answer_and_one_throttle() {
         assert_eq!(wrong, unknown, "{path}");
     }
     // A user the directory does not know is still the next authenticator's to accept.
-    assert_eq!(at("/either/x", "carol", "carol-pw").await.unwrap().status(), 200);
+    assert_eq!(
+        at("/either/x", "carol", "carol-pw").await.unwrap().status(),
+        200
+    );
     // A name the search does not find costs a bind all the same (timing).
     let nobody = format!("cn=hpcgate-no-such-user,{}", ldap.get("LDAP_USER_BASE"));
     assert!(binds(&ldap, &nobody) >= 1, "no bind for an unknown user");
@@ -370,7 +373,13 @@ fn ldap_add(ldap: &RealServer, ldif: &str) {
     let path = ldap.dir.path().join("extra.ldif");
     std::fs::write(&path, ldif).unwrap();
     let out = std::process::Command::new("ldapadd")
-        .args(["-x", "-H", ldap.get("LDAP_URL"), "-D", ldap.get("LDAP_ADMIN_DN")])
+        .args([
+            "-x",
+            "-H",
+            ldap.get("LDAP_URL"),
+            "-D",
+            ldap.get("LDAP_ADMIN_DN"),
+        ])
         .args(["-w", ldap.get("LDAP_ADMIN_PASSWORD"), "-f"])
         .arg(&path)
         .output()

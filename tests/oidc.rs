@@ -460,5 +460,9 @@ async fn a_user_token_without_the_user_claim_is_not_the_clients_service_account(
     refused(get(&gw, "/hpc/x", token).await, "names no user").await;
     // Nor may a user's token take a service account's name.
     refused(get(&gw, "/taken/x", token).await, "service account").await;
-    assert_eq!(up.requests().len(), 1, "only the service's request went upstream");
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "only the service's request went upstream"
+    );
 }

@@ -363,13 +363,7 @@ impl LdapAuth {
             .and_then(|a| attrs.get(a))
             .and_then(|v| v.first().cloned());
         self.release(ldap).await;
-        Ok(Identity::new(
-            name,
-            groups,
-            email,
-            "ldap",
-            &self.name,
-        ))
+        Ok(Identity::new(name, groups, email, "ldap", &self.name))
     }
 }
 
@@ -431,7 +425,10 @@ mod tests {
             Some("a,b")
         );
         assert_eq!(first_rdn_value("cn=a\\2Cb,ou=x").as_deref(), Some("a,b"));
-        assert_eq!(first_rdn_value("cn=M\\C3\\BCller,ou=x").as_deref(), Some("Müller"));
+        assert_eq!(
+            first_rdn_value("cn=M\\C3\\BCller,ou=x").as_deref(),
+            Some("Müller")
+        );
         assert_eq!(first_rdn_value("cn=a+uid=b,ou=x"), None);
         assert_eq!(first_rdn_value("cn=,ou=x"), None);
         assert_eq!(first_rdn_value("cn=a\\"), None);

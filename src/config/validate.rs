@@ -1477,4 +1477,3 @@ authenticators = ["public"]
         assert!(parse_backend("http://127.0.0.1:80/x", base).is_err());
     }
 }
-

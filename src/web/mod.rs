@@ -261,17 +261,15 @@ impl Web {
         match self.login.authenticate(req).await {
             Outcome::Authenticated(id) => Ok(id),
             Outcome::Rejected(r) => Err(r),
-            // (The browser login never answers with the password outcomes.)
-            Outcome::NotMine | Outcome::UnknownUser | Outcome::WrongPassword => {
-                Err(Rejection::Unauthorized {
+            // Not a browser session (the login never answers with the password outcomes).
+            _ => Err(Rejection::Unauthorized {
                 reason: format!(
                     "the page at / is for browsers logged in at /auth/login; API clients: see \
                      /-/whoami and the API documentation at {}",
                     self.cfg.docs_url
                 ),
                 challenge: "Bearer realm=\"hpcgate\"".into(),
-            })
-            }
+            }),
         }
     }
 

@@ -109,7 +109,11 @@ async fn users_admin(
     let admins_only = match p.all("role").as_slice() {
         [] => false,
         [r] if r == "admin" => true,
-        _ => return Err(ApiError::bad("query parameter 'role': only `admin` is known")),
+        _ => {
+            return Err(ApiError::bad(
+                "query parameter 'role': only `admin` is known",
+            ));
+        }
     };
     let rows = if admins_only {
         directory::admins(&state.db, &p.all("user")).await?

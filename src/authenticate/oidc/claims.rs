@@ -230,7 +230,11 @@ mod tests {
         assert!(err.contains("names no user"), "{err}");
         // No subject at all: nobody.
         let bare = json!({"client_id": "ceems-ingest"});
-        assert!(config("preferred_username", "groups").identity(&bare, "t", "i").is_err());
+        assert!(
+            config("preferred_username", "groups")
+                .identity(&bare, "t", "i")
+                .is_err()
+        );
         // The client's own token names the client as subject and no other user.
         let own = json!({"sub": "ceems-ingest", "client_id": "ceems-ingest",
             "preferred_username": "alice"});
