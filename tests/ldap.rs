@@ -466,3 +466,36 @@ async fn users_file_group_names_that_cannot_be_carried_are_dropped() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().one("x-forwarded-groups"), Some("proj-c"));
 }
+
+/// Before group names were checked where identities are made, an empty group of a users
+/// file made `value = "groups"` enforcement confine to an alternation with an empty branch,
+/// which also matches series without the label.
+#[tokio::test]
+async fn empty_group_names_never_widen_promql_group_enforcement() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let body = format!(
+        "[pools.prom]\nbackends = [\"http://{}\"]\n\
+         [[routes]]\nname = \"projects\"\npath_prefix = \"/prometheus\"\nstrip_prefix = true\n\
+         pool = \"prom\"\nkind = \"prometheus\"\nauthenticators = [\"local\"]\n\
+         promql = {{ mode = \"label\", label = \"project\", value = \"groups\" }}\n",
+        up.addr
+    );
+    let gw = Gateway::start(Setup {
+        body,
+        extra_users: vec![("carol".into(), vec!["".into(), "proj-c".into()])],
+        ..Default::default()
+    })
+    .await;
+    let r = gw
+        .client(true)
+        .get(gw.url("/prometheus/api/v1/query?query=up"))
+        .header("authorization", basic("carol", "carol-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let audit = gw.last_audit("projects").await;
+    assert_eq!(audit["promql"], r#"up{project="proj-c"}"#, "{audit}");
+    let uri = up.last().uri;
+    assert!(!uri.contains("%7C") && !uri.contains('|'), "{uri}");
+}
