@@ -118,6 +118,16 @@ async fn run(db: &Db, cmd: ApikeyCommand, expires_at: Option<i64>) -> Result<Exi
             json,
             ..
         } => {
+            // The same rule as for every identity: such a group would be dropped at each use.
+            if let Some(bad) = groups
+                .iter()
+                .find(|g| !crate::authenticate::usable_group(g))
+            {
+                return Err(format!(
+                    "group {bad:?}: 1 to 256 bytes, no comma, no control character, no \
+                     surrounding white space"
+                ));
+            }
             let new = db
                 .create_key(&KeyRequest {
                     owner: &user,

@@ -629,3 +629,58 @@ async fn database_down_means_503_not_an_empty_answer() {
     let (status, _) = get(&gw, "erin", "/api/v1/health").await;
     assert_eq!(status, 503);
 }
+
+/// `/users/admin?role=admin` lists the admins the store knows, and nobody else: CEEMS' load
+/// balancer reads it as its admin list.
+async fn admin_list(database: &str) {
+    let gw = Gateway::start(Setup {
+        body: body(database).replace(
+            "ingest_users = [\"ingest\"]",
+            "ingest_users = [\"ingest\"]\nadmin_users = [\"erin\"]",
+        ),
+        extra_users: users(),
+        ..Default::default()
+    })
+    .await;
+    seed(&gw).await;
+    let names = |rows: &Value| -> Vec<String> {
+        let mut n: Vec<String> = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect();
+        n.dedup();
+        n
+    };
+    let everyone = data(&gw, "alice", "/api/v1/users/admin").await;
+    assert!(names(&everyone).contains(&"bob".to_string()), "{everyone}");
+    let admins = data(&gw, "alice", "/api/v1/users/admin?role=admin").await;
+    assert_eq!(names(&admins), ["erin"], "{admins}");
+    assert_eq!(admins[0]["tags"], json!(["config"]));
+    // The admin from the config may ask too; `user` narrows the list.
+    let again = data(&gw, "erin", "/api/v1/users/admin?role=admin&user=erin").await;
+    assert_eq!(names(&again), ["erin"]);
+    let none = data(&gw, "alice", "/api/v1/users/admin?role=admin&user=bob").await;
+    assert_eq!(none, json!([]));
+    // Rows without the role keep their shape (no tags).
+    assert!(everyone[0].get("tags").is_none(), "{everyone}");
+    expect_bad(&gw, "alice", "/api/v1/users/admin?role=owner", "'role'").await;
+    let (status, _) = get(&gw, "bob", "/api/v1/users/admin?role=admin").await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn users_admin_role_admin_lists_admins_only_on_sqlite() {
+    admin_list("").await;
+}
+
+#[tokio::test]
+async fn users_admin_role_admin_lists_admins_only_on_postgresql() {
+    let pg = RealServer::start("postgres");
+    admin_list(&format!(
+        "[database]\nurl = \"{}\"\n",
+        pg.get("DATABASE_URL")
+    ))
+    .await;
+}

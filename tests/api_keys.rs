@@ -473,3 +473,94 @@ async fn grafana_proves_itself_with_a_pinned_client_certificate() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().one("x-forwarded-user"), Some("alice"));
 }
+
+#[tokio::test]
+async fn trusted_services_cannot_act_for_root_or_the_slurm_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Recorder::start(Duration::ZERO).await;
+    let shared = tempfile::tempdir().unwrap();
+    let key = shared.path().join("jwt_hs256.key");
+    std::fs::write(&key, [42u8; 32]).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let url = format!("sqlite://{}/keys.db", shared.path().display());
+    // `slurm` is a Slurm user of this config (a slurmrestd route's denied_users); root always.
+    let body = format!(
+        "[database]\nurl = \"{url}\"\n\n\
+         [authenticators.keys]\ntype = \"api_key\"\n\n\
+         [authenticators.grafana]\ntype = \"trusted_header\"\nauthenticator = \"keys\"\n\
+         services = [\"grafana\"]\n\n\
+         [authenticators.ops]\ntype = \"trusted_header\"\nauthenticator = \"keys\"\n\
+         services = [\"grafana\"]\nallow_privileged_users = [\"root\"]\n\n\
+         [pools.up]\nbackends = [\"http://{up}\"]\n\n\
+         [[routes]]\nname = \"tsdb\"\npath_prefix = \"/tsdb\"\npool = \"up\"\n\
+         authenticators = [\"grafana\"]\n\n\
+         [[routes]]\nname = \"ops\"\npath_prefix = \"/ops\"\npool = \"up\"\n\
+         authenticators = [\"ops\"]\n\n\
+         [[routes]]\nname = \"slurm\"\npath_prefix = \"/slurm\"\npool = \"up\"\n\
+         kind = \"slurmrestd\"\nauthenticators = [\"local\"]\n\
+         [routes.slurm]\njwt_key_file = \"{key}\"\ndenied_users = [\"root\", \"slurm\"]\n",
+        up = up.addr,
+        key = key.display(),
+    );
+    let gw = Gateway::start(Setup {
+        body,
+        ..Default::default()
+    })
+    .await;
+    let grafana = apikey(
+        &gw,
+        &["create", "--user", "grafana", "--name", "datasource"],
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let act = |path: &'static str, user: &'static str| {
+        gw.client(false)
+            .get(gw.url(path))
+            .header("x-api-key", &grafana)
+            .header("X-Grafana-User", user)
+            .send()
+    };
+    for user in ["root", "ROOT", "slurm"] {
+        let r = act("/tsdb/x", user).await.unwrap();
+        expect_error(r, 403, "forbidden").await;
+    }
+    assert!(up.requests().is_empty(), "nothing went upstream");
+    assert_eq!(act("/tsdb/x", "bob").await.unwrap().status(), 200);
+    assert_eq!(up.last().one("x-forwarded-user"), Some("bob"));
+    // Allowed by name where the operator said so, and only that name.
+    assert_eq!(act("/ops/x", "root").await.unwrap().status(), 200);
+    assert_eq!(up.last().one("x-forwarded-user"), Some("root"));
+    expect_error(act("/ops/x", "slurm").await.unwrap(), 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn apikey_create_refuses_group_names_that_cannot_be_carried() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let shared = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/keys.db", shared.path().display());
+    let gw = Gateway::start(Setup {
+        body: body(&up, &url),
+        ..Default::default()
+    })
+    .await;
+    for bad in ["", "a,b", " hpc-admins", "x\ty"] {
+        let r = apikey(
+            &gw,
+            &["create", "--user", "carol", "--name", "ci", "--group", bad],
+        );
+        assert!(r.is_err(), "group {bad:?} was accepted");
+    }
+    let key = apikey(
+        &gw,
+        &[
+            "create", "--user", "carol", "--name", "ci", "--group", "proj-c",
+        ],
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let r = call(&gw, "/hpc/x", ("x-api-key", &key)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().one("x-forwarded-groups"), Some("proj-c"));
+}

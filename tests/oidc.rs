@@ -428,3 +428,41 @@ async fn a_jwks_that_hangs_or_is_garbage_means_503_and_the_gateway_stays_up() {
     assert_eq!(r.status(), 200);
     assert!(up.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_user_token_without_the_user_claim_is_not_the_clients_service_account() {
+    let idp = Idp::start();
+    let up = Recorder::start(Duration::ZERO).await;
+    // The IdP's user access tokens have no `nickname`: with it as the user claim, alice's
+    // token (obtained through the service account's own client) names nobody.
+    let body = bearer(
+        "idp",
+        &idp.issuer(),
+        "username_claim = \"nickname\"\nservice_accounts = { gateway = \"svc-gateway\" }",
+    ) + &bearer(
+        "taken",
+        &idp.issuer(),
+        "service_accounts = { gateway = \"svc-gateway\", portal = \"alice\" }",
+    ) + &route("hpc", &up, &["idp"])
+        + &route("taken", &up, &["taken"]);
+    let gw = Gateway::start(Setup {
+        body,
+        ..Default::default()
+    })
+    .await;
+    let service = idp.client_token().await;
+    let r = get(&gw, "/hpc/x", &service).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(up.last().one("x-forwarded-user"), Some("svc-gateway"));
+
+    let alice = idp.user_tokens("alice");
+    let token = alice["access_token"].as_str().unwrap();
+    refused(get(&gw, "/hpc/x", token).await, "names no user").await;
+    // Nor may a user's token take a service account's name.
+    refused(get(&gw, "/taken/x", token).await, "service account").await;
+    assert_eq!(
+        up.requests().len(),
+        1,
+        "only the service's request went upstream"
+    );
+}

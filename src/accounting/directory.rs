@@ -14,6 +14,9 @@ pub struct UserRow {
     pub resource_manager: String,
     pub name: String,
     pub projects: Vec<String>,
+    /// Admin rows (`role=admin`): where the admin comes from (`config`, …), as CEEMS' tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// One row of `/projects`: a project on a cluster, its members and group admins.
@@ -208,11 +211,41 @@ pub async fn users(
                     resource_manager,
                     name: name.clone(),
                     projects: ps.clone(),
+                    tags: Vec::new(),
                 });
             }
         }
     }
     Ok(out)
+}
+
+/// The admins the store knows (`acct_admins`: `[accounting] admin_users` and the like), all or
+/// those in `only`: one row each, with no cluster, their projects, and their source as the
+/// tag. Members of `admin_groups` are admins by the groups header of each request and cannot
+/// be listed here.
+pub async fn admins(db: &Db, only: &[String]) -> Result<Vec<UserRow>, StoreError> {
+    let mut sql = Sql::new("SELECT username AS name, source FROM acct_admins WHERE 1 = 1");
+    sql.and_in("username", only).push(" ORDER BY username");
+    let rows = sql.query().fetch_all(db.pool()).await?;
+    let mut admins: Vec<(String, String)> = Vec::new();
+    for r in &rows {
+        admins.push((r.try_get("name")?, r.try_get("source")?));
+    }
+    let names: Vec<String> = admins.iter().map(|(n, _)| n.clone()).collect();
+    let mut projects: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (p, u, _) in memberships(db, "username", &names).await? {
+        projects.entry(u).or_default().push(p);
+    }
+    Ok(admins
+        .into_iter()
+        .map(|(name, source)| UserRow {
+            cluster_id: String::new(),
+            resource_manager: String::new(),
+            projects: projects.remove(&name).unwrap_or_default(),
+            name,
+            tags: vec![source],
+        })
+        .collect())
 }
 
 /// One row per project and cluster (see [`users`]). `scope` restricts to the user's

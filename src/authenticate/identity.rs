@@ -2,6 +2,11 @@
 //!
 //! Only code in `authenticate/` can make one (the constructor is `pub(super)`); there is no
 //! anonymous identity and no way to deserialize one from client input.
+//!
+//! Group names are checked here, once, whatever proved them (a users file, LDAP, an API key,
+//! a token's claims): they travel in one comma-separated header, into Cedar entities and into
+//! PromQL label matchers, so a name that cannot be carried intact is dropped (with a warning
+//! naming the authenticator) rather than passed on to mean something else.
 
 use serde::Serialize;
 
@@ -27,6 +32,40 @@ pub struct Identity {
     expires_at: Option<i64>,
 }
 
+/// Whether a group name can be carried intact: 1 to 256 bytes, no comma (the groups header is
+/// comma-separated), no control character (headers, log lines and cache keys), and no
+/// leading or trailing white space (the accounting service trims what it splits, so
+/// ` hpc-admins` would become `hpc-admins` there).
+pub fn usable_group(g: &str) -> bool {
+    !g.is_empty()
+        && g.len() <= 256
+        && !g.contains(',')
+        && !g.chars().any(char::is_control)
+        && !g.starts_with(char::is_whitespace)
+        && !g.ends_with(char::is_whitespace)
+}
+
+/// `groups` without the names [`usable_group`] refuses; each one dropped is logged (escaped:
+/// it may hold control characters) with the authenticator that produced it.
+fn usable_groups(groups: Vec<String>, method: &str, authenticator: &str) -> Vec<String> {
+    groups
+        .into_iter()
+        .filter(|g| {
+            let ok = usable_group(g);
+            if !ok {
+                tracing::warn!(
+                    authenticator,
+                    method,
+                    group = ?g,
+                    "group name dropped: empty, too long, or holds a comma, a control \
+                     character or surrounding white space"
+                );
+            }
+            ok
+        })
+        .collect()
+}
+
 impl Identity {
     pub(super) fn new(
         user: String,
@@ -35,6 +74,7 @@ impl Identity {
         method: &'static str,
         authenticator: &str,
     ) -> Self {
+        let groups = usable_groups(groups, method, authenticator);
         Identity {
             user,
             groups,
@@ -103,7 +143,7 @@ impl Identity {
         Identity::new(user.to_string(), Vec::new(), None, method, method)
     }
 
-    /// An identity for unit tests of later steps.
+    /// An identity for unit tests of later steps (groups go through the same check).
     #[cfg(test)]
     pub fn for_test(user: &str, groups: &[&str]) -> Self {
         Identity::new(
@@ -113,5 +153,35 @@ impl Identity {
             "test",
             "test",
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_group_names_are_dropped_wherever_an_identity_is_made() {
+        let groups = [
+            "hpc-users",
+            "",
+            "a,b",
+            "x\ny",
+            "tab\there",
+            "del\u{7f}",
+            " hpc-admins",
+            "hpc-admins ",
+            "Forschung Müller",
+            &"g".repeat(257),
+        ];
+        let id = Identity::new(
+            "alice".into(),
+            groups.iter().map(|g| g.to_string()).collect(),
+            None,
+            "static",
+            "users",
+        );
+        assert_eq!(id.groups(), ["hpc-users", "Forschung Müller"]);
+        assert!(usable_group(&"g".repeat(256)));
     }
 }

@@ -5,6 +5,12 @@
 //! restricted before any of that. Connections are pooled (a few, reused). Successes are
 //! cached and failures throttled (`password.rs`). A directory that cannot answer within the
 //! timeout is a 503: never a 200, never anonymous, never "wrong password".
+//!
+//! The identity carries the directory's spelling of the name (`name_attribute`, `uid` by
+//! default), not what was typed: a directory matches `BOB` to `bob`, and `BOB` must not be a
+//! second user for policy, rate limits, PromQL enforcement or accounting. A user the search
+//! does not find costs a bind all the same (to a DN that cannot exist), so the number of
+//! round trips does not tell which names exist.
 
 use std::time::Duration;
 
@@ -52,6 +58,8 @@ pub struct LdapConfig {
     pub bind_password: Option<Secret>,
     pub user: UserLookup,
     pub groups: GroupLookup,
+    /// The attribute of the user entry holding the user's name as the gateway uses it.
+    pub name_attribute: String,
     pub email_attribute: Option<String>,
     pub timeout: Duration,
     pub pool_size: usize,
@@ -84,12 +92,54 @@ fn unavailable(e: impl std::fmt::Display) -> Failure {
     Failure::Unavailable(e.to_string())
 }
 
-/// The value of a DN's first RDN: `cn=hpc-admins,ou=groups,…` → `hpc-admins`.
+/// The value of a DN's first RDN: `cn=hpc-admins,ou=groups,…` → `hpc-admins`, with RFC 4514
+/// escapes undone (`cn=a\,b,…` → `a,b`, which `Identity` then drops). `None` for a
+/// multi-valued RDN (`cn=a+uid=b`) or anything unparsable: no guessing at group names.
 fn first_rdn_value(dn: &str) -> Option<String> {
-    let first = dn.split(',').next()?;
-    let (_, v) = first.split_once('=')?;
-    let v = v.trim();
-    (!v.is_empty()).then(|| v.to_string())
+    let (_, rest) = dn.split_once('=')?;
+    let mut value: Vec<u8> = Vec::new();
+    let mut bytes = rest.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b',' => break,
+            b'+' => return None,
+            b'\\' => {
+                let first = bytes.next()?;
+                let hex = |c: u8| (c as char).to_digit(16);
+                match hex(first) {
+                    Some(high) => {
+                        let low = hex(bytes.next()?)?;
+                        value.push((high * 16 + low) as u8);
+                    }
+                    None => value.push(first),
+                }
+            }
+            _ => value.push(b),
+        }
+    }
+    let v = String::from_utf8(value).ok()?;
+    (!v.is_empty()).then_some(v)
+}
+
+/// The directory's name for the user who typed `typed`: the entry's `name_attribute` value
+/// equal to it without case, else its only value. `None` when the entry has none, or several
+/// of which none is the typed name (ambiguous), or one that is not a valid user name.
+fn canonical_name(
+    attrs: &std::collections::HashMap<String, Vec<String>>,
+    name_attribute: &str,
+    typed: &str,
+) -> Option<String> {
+    let values = attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name_attribute))
+        .map(|(_, v)| v.as_slice())
+        .unwrap_or_default();
+    let name = match values.iter().find(|v| v.eq_ignore_ascii_case(typed)) {
+        Some(v) => v,
+        None if values.len() == 1 => &values[0],
+        None => return None,
+    };
+    super::static_users::valid_user_name(name).then(|| name.clone())
 }
 
 impl LdapAuth {
@@ -177,7 +227,7 @@ impl LdapAuth {
             .map_err(|_| unavailable("pool closed"))?;
         let mut ldap = self.service_conn().await?;
         let t = self.cfg.timeout;
-        let mut wanted: Vec<String> = Vec::new();
+        let mut wanted: Vec<String> = vec![self.cfg.name_attribute.clone()];
         if let GroupLookup::Attribute(a) = &self.cfg.groups {
             wanted.push(a.clone());
         }
@@ -197,6 +247,14 @@ impl LdapAuth {
                     .map_err(unavailable)?;
                 match entries.len() {
                     0 => {
+                        // As many round trips as for a user who exists: a bind that fails
+                        // (no entry has this DN; the typed password is not sent), whatever
+                        // its answer.
+                        let nobody = format!("cn=hpcgate-no-such-user,{base}");
+                        let _ = ldap
+                            .with_timeout(t)
+                            .simple_bind(&nobody, "hpcgate-no-such-user")
+                            .await;
                         self.release(ldap).await;
                         return Err(Failure::NoSuchUser);
                     }
@@ -234,7 +292,7 @@ impl LdapAuth {
             }
         }
         // Read the entry as the user when the DN came from a template.
-        if attrs.is_none() && !wanted.is_empty() {
+        if attrs.is_none() {
             let (entries, _) = ldap
                 .with_timeout(t)
                 .search(&dn, Scope::Base, "(objectClass=*)", wanted.clone())
@@ -248,6 +306,12 @@ impl LdapAuth {
                 .map(|e| SearchEntry::construct(e).attrs);
         }
         let attrs = attrs.unwrap_or_default();
+        let Some(name) = canonical_name(&attrs, &self.cfg.name_attribute, user) else {
+            return Err(unavailable(format!(
+                "the entry of user {dn} has no single usable `{}` value to name the user by",
+                self.cfg.name_attribute
+            )));
+        };
         let mut groups: Vec<String> = match &self.cfg.groups {
             GroupLookup::Attribute(a) => attrs
                 .get(a)
@@ -271,7 +335,7 @@ impl LdapAuth {
                 }
                 let filter = filter
                     .replace("{dn}", &ldap3::ldap_escape(&dn))
-                    .replace("{user}", &ldap3::ldap_escape(user));
+                    .replace("{user}", &ldap3::ldap_escape(&name));
                 let (entries, _) = ldap
                     .with_timeout(t)
                     .search(base, Scope::Subtree, &filter, vec![name_attribute.clone()])
@@ -299,13 +363,7 @@ impl LdapAuth {
             .and_then(|a| attrs.get(a))
             .and_then(|v| v.first().cloned());
         self.release(ldap).await;
-        Ok(Identity::new(
-            user.to_string(),
-            groups,
-            email,
-            "ldap",
-            &self.name,
-        ))
+        Ok(Identity::new(name, groups, email, "ldap", &self.name))
     }
 }
 
@@ -321,7 +379,7 @@ impl Authenticator for LdapAuth {
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
         self.guard
-            .authenticate(req, &self.cfg.realm, |user, password| async move {
+            .authenticate(req, |user, password| async move {
                 // One deadline for the whole exchange: a directory that accepts the connection
                 // and never answers must not hold the request.
                 let result =
@@ -341,6 +399,10 @@ impl Authenticator for LdapAuth {
             })
             .await
     }
+
+    fn unknown_user_refused(&self, req: &RequestInfo<'_>) {
+        self.guard.unknown_user_refused(req)
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +416,47 @@ mod tests {
             Some("hpc-admins")
         );
         assert_eq!(first_rdn_value("garbage"), None);
+    }
+
+    #[test]
+    fn group_rdns_are_unescaped_and_multi_valued_ones_refused() {
+        assert_eq!(
+            first_rdn_value("cn=a\\,b,ou=groups").as_deref(),
+            Some("a,b")
+        );
+        assert_eq!(first_rdn_value("cn=a\\2Cb,ou=x").as_deref(), Some("a,b"));
+        assert_eq!(
+            first_rdn_value("cn=M\\C3\\BCller,ou=x").as_deref(),
+            Some("Müller")
+        );
+        assert_eq!(first_rdn_value("cn=a+uid=b,ou=x"), None);
+        assert_eq!(first_rdn_value("cn=,ou=x"), None);
+        assert_eq!(first_rdn_value("cn=a\\"), None);
+    }
+
+    #[test]
+    fn the_directory_spelling_of_the_name_is_the_identity() {
+        let attrs = |v: &[&str]| {
+            [("uid".to_string(), v.iter().map(|s| s.to_string()).collect())]
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        assert_eq!(
+            canonical_name(&attrs(&["bob"]), "uid", "BOB").as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            canonical_name(&attrs(&["bob"]), "UID", "bob@example.org").as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            canonical_name(&attrs(&["robert", "bob"]), "uid", "Bob").as_deref(),
+            Some("bob")
+        );
+        // Several names, none typed: which one is meant cannot be told.
+        assert_eq!(canonical_name(&attrs(&["robert", "bob"]), "uid", "x"), None);
+        assert_eq!(canonical_name(&attrs(&[]), "uid", "bob"), None);
+        assert_eq!(canonical_name(&attrs(&["b o b"]), "uid", "bob"), None);
     }
 
     #[test]

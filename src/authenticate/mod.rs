@@ -25,7 +25,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 
-pub use identity::Identity;
+pub use identity::{Identity, usable_group};
 
 use crate::config::{self, Config};
 use crate::error::Rejection;
@@ -76,6 +76,13 @@ impl SetCookies {
 pub enum Outcome {
     /// No credentials of mine here: let the next authenticator try.
     NotMine,
+    /// A user name and password for a user my back end does not know: the next
+    /// authenticator may know them. If none does, the chain answers exactly as for a wrong
+    /// password and counts the failure ([`Authenticator::unknown_user_refused`]).
+    UnknownUser,
+    /// A known user with the wrong password (already counted): final, and answered exactly as
+    /// an unknown user, so the answer does not tell which names exist.
+    WrongPassword,
     Authenticated(Identity),
     /// My kind of credentials, and they are wrong (or my back end cannot answer): final.
     Rejected(Rejection),
@@ -90,6 +97,9 @@ pub trait Authenticator: Send + Sync {
     /// The `WWW-Authenticate` challenge this authenticator offers, if any.
     fn challenge(&self) -> Option<String>;
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome;
+    /// The chain refused credentials this authenticator answered [`Outcome::UnknownUser`]
+    /// to: count them for its brute-force throttle like a wrong password.
+    fn unknown_user_refused(&self, _req: &RequestInfo<'_>) {}
 }
 
 /// Who is calling, once the authenticate step is done.
@@ -122,13 +132,25 @@ impl RouteAuth {
             RouteAuth::Public => return Ok(Caller::Public),
             RouteAuth::Chain(chain) => chain,
         };
+        let mut unknown: Vec<&Arc<dyn Authenticator>> = Vec::new();
         for a in chain {
             match a.authenticate(req).await {
                 Outcome::NotMine => continue,
+                Outcome::UnknownUser => unknown.push(a),
+                Outcome::WrongPassword => return Err(Self::unauthorized(chain, req)),
                 Outcome::Authenticated(id) => return Ok(Caller::User(id)),
                 Outcome::Rejected(r) => return Err(r),
             }
         }
+        for a in unknown {
+            a.unknown_user_refused(req);
+        }
+        Err(Self::unauthorized(chain, req))
+    }
+
+    /// The one answer to credentials nobody accepted: the same status, body and challenges
+    /// for an unknown user, a wrong password, and a credential no authenticator understood.
+    fn unauthorized(chain: &[Arc<dyn Authenticator>], req: &RequestInfo<'_>) -> Rejection {
         let mut challenges: Vec<String> = Vec::new();
         for c in chain.iter().filter_map(|a| a.challenge()) {
             if !challenges.contains(&c) {
@@ -141,10 +163,10 @@ impl RouteAuth {
         } else {
             "authentication required"
         };
-        Err(Rejection::Unauthorized {
+        Rejection::Unauthorized {
             reason: reason.into(),
             challenge,
-        })
+        }
     }
 }
 
@@ -221,6 +243,7 @@ impl Authenticators {
             };
             by_name.insert(name.clone(), built);
         }
+        let privileged = config.privileged_users();
         for (name, a) in &config.authenticators {
             if let config::Authenticator::TrustedHeader(t) = a {
                 let inner = by_name
@@ -231,7 +254,7 @@ impl Authenticators {
                         format!("{name}: authenticator {} not built", t.authenticator)
                     })?;
                 let built: Arc<dyn Authenticator> = Arc::new(
-                    trusted_header::TrustedHeaderAuth::new(name, inner, t.clone()),
+                    trusted_header::TrustedHeaderAuth::new(name, inner, t.clone(), &privileged),
                 );
                 by_name.insert(name.clone(), Some(built));
             }
@@ -290,7 +313,9 @@ impl Authenticator for Measured {
         let start = std::time::Instant::now();
         let outcome = self.inner.authenticate(req).await;
         let result = match &outcome {
-            Outcome::NotMine => return outcome,
+            // Not decided here: the next authenticator may know the user.
+            Outcome::NotMine | Outcome::UnknownUser => return outcome,
+            Outcome::WrongPassword => "rejected",
             Outcome::Authenticated(_) => "ok",
             Outcome::Rejected(r) if r.status() >= 500 => "error",
             Outcome::Rejected(r) if r.status() == 429 => "throttled",
@@ -304,6 +329,10 @@ impl Authenticator for Measured {
             .with_label_values(&[self.name.as_str()])
             .observe(start.elapsed().as_secs_f64());
         outcome
+    }
+
+    fn unknown_user_refused(&self, req: &RequestInfo<'_>) {
+        self.inner.unknown_user_refused(req)
     }
 }
 

@@ -5,13 +5,18 @@
 //! and holds only successes. The throttle counts failures per user and per client address
 //! in a sliding window; past the limit the request gets 429 with `Retry-After` before the
 //! back end (hash check, LDAP bind) is asked at all.
+//!
+//! An unknown user and a wrong password get one answer (the route's 401, see
+//! `RouteAuth::authenticate`) and both count for the throttle: an unknown user when no
+//! authenticator of the route knows the name either. Throttle keys ignore case, so `BOB`,
+//! `Bob` and `bob` share one budget (a directory matches names without case).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{Identity, Outcome, RequestInfo, basic_challenge, basic_credentials};
+use super::{Identity, Outcome, RequestInfo, basic_credentials};
 use crate::error::Rejection;
 
 /// Why a password back end did not say yes.
@@ -19,7 +24,7 @@ use crate::error::Rejection;
 pub enum Refusal {
     /// The back end does not know this user: the next authenticator may.
     NoSuchUser,
-    /// Known user, wrong password: counted for the throttle, answered 401.
+    /// Known user, wrong password: counted for the throttle, answered like an unknown user.
     BadPassword,
     /// The back end could not decide (down, slow, broken); the rejection to send.
     Failed(Rejection),
@@ -78,12 +83,7 @@ impl PasswordGuard {
     /// Requests carrying the same credentials while no success is cached share one `check`:
     /// when a busy user's entry expires, one hash or bind runs instead of one per waiting
     /// request (each argon2 check takes ~20 MiB and tens of milliseconds).
-    pub async fn authenticate<F, Fut>(
-        &self,
-        req: &RequestInfo<'_>,
-        realm: &str,
-        check: F,
-    ) -> Outcome
+    pub async fn authenticate<F, Fut>(&self, req: &RequestInfo<'_>, check: F) -> Outcome
     where
         F: FnOnce(String, String) -> Fut,
         Fut: Future<Output = Result<Identity, Refusal>>,
@@ -123,15 +123,20 @@ impl PasswordGuard {
         };
         match checked {
             Ok(id) => Outcome::Authenticated(id),
-            Err(Refusal::NoSuchUser) => Outcome::NotMine,
+            Err(Refusal::NoSuchUser) => Outcome::UnknownUser,
             Err(Refusal::BadPassword) => {
                 self.failed(&user, req.client);
-                Outcome::Rejected(Rejection::Unauthorized {
-                    reason: "invalid user name or password".into(),
-                    challenge: basic_challenge(realm),
-                })
+                Outcome::WrongPassword
             }
             Err(Refusal::Failed(r)) => Outcome::Rejected(r),
+        }
+    }
+
+    /// The route refused a user this back end did not know (and nobody else did): a failure
+    /// like a wrong password, so guessing names is throttled as guessing passwords is.
+    pub fn unknown_user_refused(&self, req: &RequestInfo<'_>) {
+        if let Some(Ok((user, _))) = basic_credentials(req.headers) {
+            self.failed(&user, req.client);
         }
     }
 
@@ -151,7 +156,8 @@ impl PasswordGuard {
     }
 
     fn keys(user: &str, client: Option<IpAddr>) -> Vec<String> {
-        let mut k = vec![format!("u:{user}")];
+        // Without case: one budget however the name is spelt.
+        let mut k = vec![format!("u:{}", user.to_lowercase())];
         if let Some(ip) = client {
             k.push(format!("ip:{ip}"));
         }
@@ -220,6 +226,22 @@ mod tests {
         assert!(g.check("bob", Some(ip)).is_err());
         // Another user from elsewhere is not.
         assert!(g.check("bob", Some("192.0.2.2".parse().unwrap())).is_ok());
+    }
+
+    #[test]
+    fn throttle_budget_is_shared_by_every_spelling_of_a_name() {
+        let g = PasswordGuard::new(
+            "t",
+            Duration::ZERO,
+            ThrottleConfig {
+                max_failures: 2,
+                window: Duration::from_secs(60),
+            },
+        )
+        .unwrap();
+        g.failed("bob", None);
+        g.failed("BOB", None);
+        assert_eq!(g.check("Bob", None).unwrap_err().status(), 429);
     }
 
     #[test]

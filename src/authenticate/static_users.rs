@@ -173,7 +173,7 @@ impl Authenticator for StaticUsers {
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
         self.guard
-            .authenticate(req, &self.realm, |user, password| async move {
+            .authenticate(req, |user, password| async move {
                 let Some(entry) = self.users.get(&user).cloned() else {
                     // Same cost as a real check, then let the next authenticator try.
                     let _ = self.verify(self.dummy_hash.clone(), password).await;
@@ -192,6 +192,10 @@ impl Authenticator for StaticUsers {
                 }
             })
             .await
+    }
+
+    fn unknown_user_refused(&self, req: &RequestInfo<'_>) {
+        self.guard.unknown_user_refused(req)
     }
 }
 

@@ -6,6 +6,10 @@
 //! network, does the header count; the identity then records both (`user=bob, via=grafana`)
 //! and the user gets none of the service's groups. The header is always stripped by the
 //! sanitizer, so from anyone else it has no effect: their own identity stands.
+//!
+//! Nobody is acted for as `root` or a Slurm user the config names (see
+//! `Config::privileged_users`), compared without case, unless `allow_privileged_users` names
+//! them: a Grafana that may say "I am acting for slurm" could act for anyone in Slurm.
 
 use std::sync::Arc;
 
@@ -19,14 +23,27 @@ pub struct TrustedHeaderAuth {
     name: String,
     inner: Arc<dyn Authenticator>,
     config: TrustedHeader,
+    /// Lower-cased names nobody may be acted for as (privileged, not allowed here).
+    refused: std::collections::BTreeSet<String>,
 }
 
 impl TrustedHeaderAuth {
-    pub fn new(name: &str, inner: Arc<dyn Authenticator>, config: TrustedHeader) -> Self {
+    pub fn new(
+        name: &str,
+        inner: Arc<dyn Authenticator>,
+        config: TrustedHeader,
+        privileged: &std::collections::BTreeSet<String>,
+    ) -> Self {
+        let refused = privileged
+            .iter()
+            .filter(|p| !config.allow_privileged_users.contains(p))
+            .map(|p| p.to_lowercase())
+            .collect();
         TrustedHeaderAuth {
             name: name.to_string(),
             inner,
             config,
+            refused,
         }
     }
 
@@ -50,6 +67,10 @@ impl Authenticator for TrustedHeaderAuth {
 
     fn challenge(&self) -> Option<String> {
         self.inner.challenge()
+    }
+
+    fn unknown_user_refused(&self, req: &RequestInfo<'_>) {
+        self.inner.unknown_user_refused(req)
     }
 
     async fn authenticate(&self, req: &RequestInfo<'_>) -> Outcome {
@@ -85,6 +106,18 @@ impl Authenticator for TrustedHeaderAuth {
                 )));
             }
         };
+        if self.refused.contains(&user.to_lowercase()) {
+            tracing::warn!(
+                authenticator = %self.name,
+                service = %service.user(),
+                user = %user,
+                "a trusted service tried to act for a privileged user; refused"
+            );
+            return Outcome::Rejected(Rejection::Forbidden(format!(
+                "{} may not act for the privileged user `{user}` (see allow_privileged_users)",
+                service.user()
+            )));
+        }
         Outcome::Authenticated(service.acting_for(user, &self.name))
     }
 }

@@ -88,6 +88,27 @@ pub struct Config {
 }
 
 impl Config {
+    /// Users nobody may be acted for as, unless a `trusted_header` allows them by name: `root`
+    /// and the Slurm users this config names (each slurmrestd route's `health_user` and
+    /// `denied_users`, each accounting ingest `user`). A token of theirs acts for anyone in
+    /// Slurm, and the accounting ingest reads every job as them.
+    pub fn privileged_users(&self) -> std::collections::BTreeSet<String> {
+        let mut users: std::collections::BTreeSet<String> = ["root".to_string()].into();
+        for slurm in self.routes.iter().filter_map(|r| r.slurm.as_ref()) {
+            users.insert(slurm.health_user.clone());
+            users.extend(slurm.denied_users.iter().cloned());
+        }
+        if let Some(a) = &self.accounting {
+            users.extend(
+                a.clusters
+                    .values()
+                    .filter_map(|c| c.slurmrestd.as_ref())
+                    .map(|s| s.user.clone()),
+            );
+        }
+        users
+    }
+
     /// Whether anything in this config needs the database.
     pub fn uses_database(&self) -> bool {
         self.accounting.is_some()
@@ -272,6 +293,8 @@ pub struct TrustedHeader {
     pub header: http::HeaderName,
     /// Empty: from anywhere.
     pub source_networks: Vec<ipnet::IpNet>,
+    /// Privileged users ([`Config::privileged_users`]) the services may act for all the same.
+    pub allow_privileged_users: Vec<String>,
 }
 
 /// Tokens this gateway issues at `POST /auth/token`.

@@ -163,6 +163,9 @@ pub enum Authenticator {
         user_filter: Option<String>,
         /// Instead of a search: the user's DN, e.g. `uid={user},ou=people,dc=example,dc=org`.
         user_dn_template: Option<String>,
+        /// Attribute of the user entry whose value is the user's name at the gateway (default
+        /// `uid`): `BOB` logging in is the directory's `bob`, not a new user.
+        user_name_attribute: Option<String>,
         /// Attribute of the user entry listing group DNs (default `memberOf`).
         group_attribute: Option<String>,
         /// Or a group search: base, filter (`{dn}`, `{user}`), and the attribute naming a group.
@@ -201,6 +204,12 @@ pub enum Authenticator {
         /// Only from these networks (CIDR); default: anywhere.
         #[serde(default)]
         source_networks: Vec<String>,
+        /// Privileged users the services may nevertheless act for (default none). Refused
+        /// otherwise: `root` and the Slurm users the gateway knows (every slurmrestd route's
+        /// `health_user` and `denied_users`, every accounting ingest `user`), since a token
+        /// of theirs acts for anyone in Slurm.
+        #[serde(default)]
+        allow_privileged_users: Vec<String>,
     },
     /// Services proven by a TLS client certificate (on a listener with `client_ca`), pinned
     /// by the SHA-256 fingerprint of the certificate.
@@ -245,9 +254,10 @@ pub struct OidcBearer {
     pub groups_claim: Option<String>,
     /// The claim holding the e-mail address (default `email`; `""` uses none).
     pub email_claim: Option<String>,
-    /// Client id → service account name. A client-credentials token (one that names no
-    /// user, or whose user claim is `sub` and equals the client id) of a client listed here
-    /// is that service account; of any other client, refused.
+    /// Client id → service account name. A client-credentials token (its `sub` is the client
+    /// id, in `client_id` or `azp`, and it names no other user) of a client listed here is
+    /// that service account; of any other client, refused. A user's token is never one, even
+    /// without the user claim, and no user token may name a service account.
     #[serde(default)]
     pub service_accounts: BTreeMap<String, String>,
     /// Clock leeway for `exp` and `nbf` (default 30s, at most 5m).

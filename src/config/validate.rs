@@ -902,6 +902,7 @@ impl Validator {
                 user_base,
                 user_filter,
                 user_dn_template,
+                user_name_attribute,
                 group_attribute,
                 group_base,
                 group_filter,
@@ -971,6 +972,13 @@ impl Validator {
                         return None;
                     }
                 };
+                let name_attribute = user_name_attribute.unwrap_or_else(|| "uid".into());
+                if !ldap_attribute_name(&name_attribute) {
+                    self.err(
+                        format!("{key}.user_name_attribute"),
+                        "an attribute name: a letter, then letters, digits and `-`",
+                    );
+                }
                 let groups = match (group_base, group_filter) {
                     (Some(base), filter) => GroupLookup::Search {
                         base,
@@ -1005,6 +1013,7 @@ impl Validator {
                     bind_password,
                     user,
                     groups,
+                    name_attribute,
                     email_attribute: Some(email_attribute.unwrap_or_else(|| "mail".into())),
                     timeout,
                     pool_size: pool_size.unwrap_or(4).clamp(1, 64),
@@ -1351,6 +1360,12 @@ fn parse_backend(b: &str, base: &Path) -> Result<BackendAddr, String> {
         host: bare.to_string(),
         tls,
     })
+}
+
+/// An LDAP attribute description as RFC 4512 spells a name (`uid`, `sAMAccountName`).
+fn ldap_attribute_name(a: &str) -> bool {
+    a.starts_with(|c: char| c.is_ascii_alphabetic())
+        && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 #[cfg(test)]

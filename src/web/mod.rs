@@ -261,7 +261,8 @@ impl Web {
         match self.login.authenticate(req).await {
             Outcome::Authenticated(id) => Ok(id),
             Outcome::Rejected(r) => Err(r),
-            Outcome::NotMine => Err(Rejection::Unauthorized {
+            // Not a browser session (the login never answers with the password outcomes).
+            _ => Err(Rejection::Unauthorized {
                 reason: format!(
                     "the page at / is for browsers logged in at /auth/login; API clients: see \
                      /-/whoami and the API documentation at {}",

@@ -88,10 +88,13 @@ async fn users(
     Ok(ok(rows))
 }
 
-/// Users (admins): all, or those named by `user`.
+/// Users (admins): all, or those named by `user`; with `role=admin`, the admins only (CEEMS'
+/// load balancer reads this as its admin list, so anything else there would make every user
+/// an admin of it).
 #[utoipa::path(get, path = "/api/v1/users/admin", params(
     ("user" = Option<Vec<String>>, Query, description = "Users (repeatable)"),
-    ("cluster_id" = Option<Vec<String>>, Query, description = "Clusters (repeatable)"),
+    ("cluster_id" = Option<Vec<String>>, Query, description = "Clusters (repeatable; not with role=admin)"),
+    ("role" = Option<String>, Query, description = "`admin`: only the admins the store knows, tagged with their source"),
 ), responses(
     (status = 200, description = "Users", body = [UserRow]),
     (status = 403, description = "Not an admin"),
@@ -103,7 +106,20 @@ async fn users_admin(
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
     let p = Params::parse(q.as_deref());
-    let rows = directory::users(&state.db, &p.all("user"), &p.all("cluster_id")).await?;
+    let admins_only = match p.all("role").as_slice() {
+        [] => false,
+        [r] if r == "admin" => true,
+        _ => {
+            return Err(ApiError::bad(
+                "query parameter 'role': only `admin` is known",
+            ));
+        }
+    };
+    let rows = if admins_only {
+        directory::admins(&state.db, &p.all("user")).await?
+    } else {
+        directory::users(&state.db, &p.all("user"), &p.all("cluster_id")).await?
+    };
     Ok(ok(rows))
 }
 

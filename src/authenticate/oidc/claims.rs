@@ -63,11 +63,6 @@ pub struct ClaimsConfig {
     pub service_accounts: BTreeMap<String, String>,
 }
 
-/// Group names go into one comma-separated header: no commas, no control characters.
-fn usable_group(g: &str) -> bool {
-    !g.is_empty() && g.len() <= 256 && !g.contains(',') && !g.chars().any(char::is_control)
-}
-
 impl ClaimsConfig {
     /// The identity verified `claims` name, or why they name none (a message for the client).
     pub fn identity(
@@ -79,12 +74,13 @@ impl ClaimsConfig {
         let client = ["client_id", "azp"]
             .iter()
             .find_map(|c| claims.get(c).and_then(Value::as_str));
+        let subject = claims.get("sub").and_then(Value::as_str);
         let user = self.username.string(claims);
-        // A client's own token (client credentials) names no user, or names the client
-        // itself as its subject.
-        let client_token = match (user, client) {
-            (None, Some(_)) => true,
-            (Some(u), Some(c)) => self.username.is_sub() && u == c,
+        // A client's own token (client credentials) has the client as its subject (RFC 9068
+        // §2.2) and names no other user. A user's token that merely lacks the user-name
+        // claim is not one: it names nobody, whichever client obtained it.
+        let client_token = match (client, subject) {
+            (Some(c), Some(s)) => s == c && (user.is_none() || user == Some(c)),
             _ => false,
         };
         let user = match (client_token, client) {
@@ -99,6 +95,14 @@ impl ClaimsConfig {
                 }
             },
             _ => match user {
+                // A service account's name is only ever its client's own token.
+                Some(u) if self.service_accounts.values().any(|a| a == u) => {
+                    return Err(format!(
+                        "the token's user (claim `{}`) is a service account, which only its \
+                         client's own tokens can be",
+                        self.username
+                    ));
+                }
                 Some(u) if valid_user_name(u) => u.to_string(),
                 Some(_) => {
                     return Err(format!(
@@ -117,10 +121,10 @@ impl ClaimsConfig {
         };
         let mut groups: Vec<String> = match &self.groups {
             None => Vec::new(),
+            // Names that cannot be carried are dropped by `Identity::new`.
             Some(path) => path
                 .strings(claims)
                 .into_iter()
-                .filter(|g| usable_group(g))
                 .map(str::to_string)
                 .collect(),
         };
@@ -212,6 +216,39 @@ mod tests {
         let other = json!({"sub": "other", "client_id": "other"});
         let err = config("preferred_username", "groups")
             .identity(&other, "t", "i")
+            .unwrap_err();
+        assert!(err.contains("service account"), "{err}");
+    }
+
+    #[test]
+    fn a_user_token_without_the_user_claim_is_no_service_account() {
+        // Obtained through the service account's client, but its subject is a user.
+        let user = json!({"sub": "bob", "azp": "ceems-ingest", "client_id": "ceems-ingest"});
+        let err = config("preferred_username", "groups")
+            .identity(&user, "t", "i")
+            .unwrap_err();
+        assert!(err.contains("names no user"), "{err}");
+        // No subject at all: nobody.
+        let bare = json!({"client_id": "ceems-ingest"});
+        assert!(
+            config("preferred_username", "groups")
+                .identity(&bare, "t", "i")
+                .is_err()
+        );
+        // The client's own token names the client as subject and no other user.
+        let own = json!({"sub": "ceems-ingest", "client_id": "ceems-ingest",
+            "preferred_username": "alice"});
+        let id = config("preferred_username", "groups")
+            .identity(&own, "t", "i")
+            .unwrap();
+        assert_eq!(id.user(), "alice", "a user named by the token is that user");
+    }
+
+    #[test]
+    fn a_user_token_cannot_name_a_service_account() {
+        let user = json!({"sub": "u-1", "preferred_username": "svc-ceems", "azp": "portal"});
+        let err = config("preferred_username", "groups")
+            .identity(&user, "t", "i")
             .unwrap_err();
         assert!(err.contains("service account"), "{err}");
     }

@@ -88,7 +88,16 @@ impl Validator {
                 services,
                 header,
                 source_networks,
+                allow_privileged_users,
             } => {
+                for (i, u) in allow_privileged_users.iter().enumerate() {
+                    if !crate::authenticate::static_users::valid_user_name(u) {
+                        self.err(
+                            format!("{key}.allow_privileged_users[{i}]"),
+                            "not a valid user name",
+                        );
+                    }
+                }
                 if services.is_empty() {
                     self.err(
                         format!("{key}.services"),
@@ -126,6 +135,7 @@ impl Validator {
                     services,
                     header,
                     source_networks: nets,
+                    allow_privileged_users,
                 })
             }
             raw::Authenticator::ClientCert { certificates } => {
