@@ -364,7 +364,7 @@ async fn every_encoding_of_the_escape_corpus_reads_only_the_callers_series() {
 /// Regression: a ~14 KB query of nested parentheses (or unary minus signs, or nested
 /// `sum(`) overflowed the stack of the enforcement code and aborted the process, taking every
 /// route down. Sent by GET, POST and through Grafana, each is a 400 naming the limit, and the
-/// same gateway process goes on answering.
+/// same gateway process goes on answering (a deeply nested JSON push too).
 #[tokio::test]
 async fn nested_queries_are_refused_and_the_gateway_keeps_answering() {
     let prom = prometheus().await;
@@ -425,6 +425,20 @@ async fn nested_queries_are_refused_and_the_gateway_keeps_answering() {
         .await;
         assert_eq!(r.status(), 400);
     }
+    // Other walks over client data are bounded too: JSON (pushed units, token claims) by
+    // serde_json's depth limit of 128.
+    let r = gw
+        .client(false)
+        .post(gw.url("/api/v1/units"))
+        .header("authorization", basic("ingest", "ingest-pw"))
+        .header("content-type", "application/json")
+        .body(format!("{}{}", "[".repeat(50_000), "]".repeat(50_000)))
+        .send()
+        .await
+        .unwrap();
+    let (status, text) = (r.status().as_u16(), r.text().await.unwrap());
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("recursion limit"), "{text}");
     // Still the same process, still answering, still enforcing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gw.pid(), pid);
