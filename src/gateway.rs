@@ -169,6 +169,7 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     };
     snap.sanitizer
         .check(session.req_header(), http2, raw_headers.as_deref())?;
+    snap.sanitizer.canonicalize(session.req_header_mut())?;
     let stripped = snap.sanitizer.strip(session.req_header_mut());
     let client_cert = session
         .digest()

@@ -1277,6 +1277,15 @@ fn normalize_prefix(p: &str) -> Result<String, String> {
             "`{p}` must be a plain path (no //, . or .. segments, %, \\, ?, # or spaces)"
         ));
     }
+    // Requests are matched in their canonical form (see `sanitize`), where only these
+    // characters stand unencoded: a prefix with any other could never match.
+    if !p.bytes().all(|b| b == b'/' || crate::sanitize::is_path_char(b)) {
+        return Err(format!(
+            "`{p}` may only hold letters, digits, / and -._~!$&'()*+,=:@ (requests are \
+             matched in their canonical form, where anything else is percent-encoded, and `;` \
+             is refused)"
+        ));
+    }
     let trimmed = p.trim_end_matches('/');
     Ok(if trimmed.is_empty() {
         "/".to_string()
@@ -1439,6 +1448,10 @@ authenticators = ["public"]
         assert!(normalize_prefix("a").is_err());
         assert!(normalize_prefix("/a/../b").is_err());
         assert!(normalize_prefix("/a%2f").is_err());
+        assert!(normalize_prefix("/a;b").is_err());
+        assert!(normalize_prefix("/caf\u{e9}").is_err());
+        assert!(normalize_prefix("/a\"b").is_err());
+        assert_eq!(normalize_prefix("/a@b:c/").unwrap(), "/a@b:c");
     }
 
     #[test]
