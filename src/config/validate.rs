@@ -1161,7 +1161,10 @@ impl Validator {
                 ),
                 Ok(_) => {}
             }
-            let host = r.host.map(|h| h.to_ascii_lowercase());
+            // As requests are routed: lower case, without a trailing dot.
+            let host = r
+                .host
+                .map(|h| h.strip_suffix('.').unwrap_or(&h).to_ascii_lowercase());
             if let Some(h) = &host
                 && (h.is_empty() || h.contains(['/', ' ', ':']))
             {
