@@ -639,6 +639,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // The upstream's cookies first: ours (a renewed session) are added after.
+        crate::rewrite::response(resp, &ctx.label, &ctx.request_id);
         for c in ctx.set_cookies.take() {
             resp.append_header("set-cookie", c)?;
         }
