@@ -473,7 +473,10 @@ mod tests {
         for (sent, canonical) in [
             ("/api/v1/st%61tus/flags", "/api/v1/status/flags"),
             ("/%70rom/api/v1/query", "/prom/api/v1/query"),
-            ("/api/v1/%61dmin/tsdb/snapshot", "/api/v1/admin/tsdb/snapshot"),
+            (
+                "/api/v1/%61dmin/tsdb/snapshot",
+                "/api/v1/admin/tsdb/snapshot",
+            ),
             ("/%41%5a%30%39%2d%5f%7e", "/AZ09-_~"),
             ("/u/alice%40example.org", "/u/alice@example.org"),
             ("/a%21%24%26%27%28%29%2A%2B%2C%3D%3A", "/a!$&'()*+,=:"),
@@ -511,11 +514,17 @@ mod tests {
     #[test]
     fn the_canonical_path_replaces_the_target_and_keeps_the_query() {
         let s = sanitizer();
-        let mut r = req("/p%72om/api/v1/query?query=up%7Bjob%3D%22a%22%7D&x=%61", &[]);
+        let mut r = req(
+            "/p%72om/api/v1/query?query=up%7Bjob%3D%22a%22%7D&x=%61",
+            &[],
+        );
         s.canonicalize(&mut r).unwrap();
         assert_eq!(r.uri.path(), "/prom/api/v1/query");
         assert_eq!(r.uri.query(), Some("query=up%7Bjob%3D%22a%22%7D&x=%61"));
-        assert_eq!(r.raw_path(), b"/prom/api/v1/query?query=up%7Bjob%3D%22a%22%7D&x=%61");
+        assert_eq!(
+            r.raw_path(),
+            b"/prom/api/v1/query?query=up%7Bjob%3D%22a%22%7D&x=%61"
+        );
         // h2 and absolute-form requests keep their authority (it names the host for routing).
         let mut r = req("/", &[]);
         r.set_uri("https://gw.example:8443/st%61tus?a=1".parse().unwrap());
@@ -530,9 +539,18 @@ mod tests {
     #[test]
     fn check_refuses_what_has_no_canonical_path() {
         let s = sanitizer();
-        assert!(s.check(&req("/a%3Fb", &[("host", "gw")]), false, None).is_err());
-        assert!(s.check(&req("/a%23", &[("host", "gw")]), false, None).is_err());
-        assert!(s.check(&req("/st%61tus", &[("host", "gw")]), false, None).is_ok());
+        assert!(
+            s.check(&req("/a%3Fb", &[("host", "gw")]), false, None)
+                .is_err()
+        );
+        assert!(
+            s.check(&req("/a%23", &[("host", "gw")]), false, None)
+                .is_err()
+        );
+        assert!(
+            s.check(&req("/st%61tus", &[("host", "gw")]), false, None)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -575,17 +593,17 @@ mod tests {
             "::1",
             "g\u{e9}w",
         ] {
-            assert!(check_authority(bad, "Host").is_err(), "{bad:?} should be refused");
+            assert!(
+                check_authority(bad, "Host").is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 
     #[test]
     fn forwarded_injection_through_host_is_refused() {
         let s = sanitizer();
-        let r = req(
-            "/",
-            &[("host", "a\",for=6.6.6.6;proto=https;host=\"b")],
-        );
+        let r = req("/", &[("host", "a\",for=6.6.6.6;proto=https;host=\"b")]);
         let e = s.check(&r, false, None).expect_err("refused");
         assert_eq!(e.status(), 400);
     }

@@ -1282,7 +1282,10 @@ fn normalize_prefix(p: &str) -> Result<String, String> {
     }
     // Requests are matched in their canonical form (see `sanitize`), where only these
     // characters stand unencoded: a prefix with any other could never match.
-    if !p.bytes().all(|b| b == b'/' || crate::sanitize::is_path_char(b)) {
+    if !p
+        .bytes()
+        .all(|b| b == b'/' || crate::sanitize::is_path_char(b))
+    {
         return Err(format!(
             "`{p}` may only hold letters, digits, / and -._~!$&'()*+,=:@ (requests are \
              matched in their canonical form, where anything else is percent-encoded, and `;` \
