@@ -511,6 +511,28 @@ mod tests {
         }
     }
 
+    /// The canonical form is a fixed point and passes the raw-path checks, so a request
+    /// canonicalised once reads the same to every later step.
+    #[test]
+    fn the_canonical_path_is_stable_and_clean() {
+        for p in [
+            "/st%61tus",
+            "/caf%c3%a9/\u{e9}",
+            "/a%20b%7B",
+            "/a{}\"|^`<>[]",
+            "/u/alice%40example.org/%2a",
+            "/a-b_c~d.json",
+        ] {
+            let once = canonical_path(p).unwrap();
+            assert_eq!(canonical_path(&once).unwrap(), once, "{p}");
+            assert!(check_path(once.as_bytes()).is_ok(), "{p} → {once}");
+            assert!(
+                once.parse::<http::uri::PathAndQuery>().is_ok(),
+                "{p} → {once}"
+            );
+        }
+    }
+
     #[test]
     fn the_canonical_path_replaces_the_target_and_keeps_the_query() {
         let s = sanitizer();
