@@ -169,6 +169,7 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     };
     snap.sanitizer
         .check(session.req_header(), http2, raw_headers.as_deref())?;
+    snap.sanitizer.canonicalize(session.req_header_mut())?;
     let stripped = snap.sanitizer.strip(session.req_header_mut());
     let client_cert = session
         .digest()
@@ -638,6 +639,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        // The upstream's cookies first: ours (a renewed session) are added after.
+        crate::rewrite::response(resp, &ctx.label, &ctx.request_id);
         for c in ctx.set_cookies.take() {
             resp.append_header("set-cookie", c)?;
         }

@@ -3,11 +3,16 @@
 //! Identity headers were stripped on the way in (`sanitize`); here they are written only
 //! from the [`Permit`]. The client's `Authorization` is removed unless the route forwards it;
 //! `X-Forwarded-For`/`-Proto`/`-Host` and `Forwarded` are replaced, never appended to, since
-//! the client's values cannot be trusted.
+//! the client's values cannot be trusted. Values written into `Forwarded` are quoted-strings
+//! (RFC 7239 §4), so nothing a client sent can start a second element or parameter.
+//!
+//! On the way back, [`drop_own_set_cookies`] removes any `Set-Cookie` of an upstream for a
+//! cookie named like the gateway's own: an upstream must not be able to plant or clear a
+//! session.
 
 use std::net::IpAddr;
 
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 
 use crate::authenticate::api_key::API_KEY_HEADER;
@@ -25,6 +30,84 @@ pub struct Downstream<'a> {
 
 /// Cookies named like these belong to the gateway and never go upstream.
 pub const OWN_COOKIE_PREFIXES: &[&str] = &["hpcgate", "__Host-hpcgate", "__Secure-hpcgate"];
+
+/// Whether a cookie name is one of the gateway's own. Compared without case: browsers read
+/// the `__Host-`/`__Secure-` prefixes without case, and nothing of ours differs only in case.
+fn is_own_cookie(name: &str) -> bool {
+    OWN_COOKIE_PREFIXES.iter().any(|p| {
+        name.get(..p.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(p))
+    })
+}
+
+/// The name a `Set-Cookie` value sets. A value without `=` sets a cookie with an empty name
+/// whose value browsers send back bare (`Cookie: __Host-hpcgate-session`), which reads like
+/// a name: that text counts as the name here.
+fn set_cookie_name(value: &[u8]) -> String {
+    let pair = value.split(|&b| b == b';').next().unwrap_or_default();
+    let name = match pair.iter().position(|&b| b == b'=') {
+        Some(i) => &pair[..i],
+        None => pair,
+    };
+    String::from_utf8_lossy(name.trim_ascii()).into_owned()
+}
+
+/// Removes an upstream's `Set-Cookie` headers for the gateway's own cookies and returns how
+/// many there were (the rest are kept, in order).
+pub fn drop_own_set_cookies(resp: &mut ResponseHeader) -> usize {
+    let all: Vec<http::HeaderValue> = resp
+        .headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|v| !is_own_cookie(&set_cookie_name(v.as_bytes())))
+        .cloned()
+        .collect();
+    let dropped = all.len() - kept.len();
+    if dropped > 0 {
+        resp.remove_header(&http::header::SET_COOKIE);
+        for v in kept {
+            // Re-adding values that were already headers cannot fail.
+            let _ = resp.append_header(http::header::SET_COOKIE, v);
+        }
+    }
+    dropped
+}
+
+/// The response as the client sees it: an upstream's `Set-Cookie` for one of the gateway's
+/// own cookies is removed, counted and logged (once per response) with the route and request.
+pub fn response(resp: &mut ResponseHeader, route: &str, request_id: &str) {
+    let dropped = drop_own_set_cookies(resp);
+    if dropped > 0 {
+        crate::telemetry::metrics()
+            .upstream_own_cookies
+            .with_label_values(&[route])
+            .inc();
+        tracing::warn!(
+            request_id,
+            route,
+            dropped,
+            "the upstream tried to set the gateway's own cookies; removed"
+        );
+    }
+}
+
+/// `s` as an RFC 7230 quoted-string: `"` and `\` escaped, so it cannot end early.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '"' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
 
 /// Removes the gateway's own cookies, or every cookie unless `forward` is set.
 fn filter_cookies(req: &mut RequestHeader, forward: bool) -> Result<()> {
@@ -44,7 +127,7 @@ fn filter_cookies(req: &mut RequestHeader, forward: bool) -> Result<()> {
         })
         .filter(|c| {
             let name = c.split('=').next().unwrap_or("");
-            !c.is_empty() && !OWN_COOKIE_PREFIXES.iter().any(|p| name.starts_with(p))
+            !c.is_empty() && !is_own_cookie(name.trim())
         })
         .collect();
     req.remove_header("cookie");
@@ -171,11 +254,12 @@ pub fn rewrite(
             set(req, "x-forwarded-for", &ip.to_string())?;
             let node = match ip {
                 IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => format!("\"[{v6}]\""),
+                IpAddr::V6(v6) => quoted(&format!("[{v6}]")),
             };
             let mut fwd = format!("for={node};proto={proto}");
             if let Some(h) = down.host {
-                fwd.push_str(&format!(";host=\"{h}\""));
+                // The sanitizer allows only `host[:port]` here; quoting is the second lock.
+                fwd.push_str(&format!(";host={}", quoted(h)));
             }
             set(req, "forwarded", &fwd)?;
         }
@@ -193,4 +277,53 @@ pub fn rewrite(
     }
     set(req, "x-request-id", down.request_id)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_values_cannot_end_their_quoted_string() {
+        assert_eq!(quoted("gw.example:443"), "\"gw.example:443\"");
+        assert_eq!(
+            quoted("a\",for=6.6.6.6;host=\"b"),
+            "\"a\\\",for=6.6.6.6;host=\\\"b\""
+        );
+        assert_eq!(quoted("a\\"), "\"a\\\\\"");
+    }
+
+    #[test]
+    fn upstream_set_cookies_for_our_cookie_names_are_dropped() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for c in [
+            "__Host-hpcgate-session=evil; Path=/; Secure",
+            "app=1; Path=/",
+            "__Host-hpcgate-session-1=evil",
+            "__host-HPCGATE-login=x",
+            " hpcgate-anything =x",
+            "__Secure-hpcgate-x=1",
+            "__Host-hpcgate-session",
+            "other=2",
+        ] {
+            resp.append_header("set-cookie", c).unwrap();
+        }
+        assert_eq!(drop_own_set_cookies(&mut resp), 6);
+        let left: Vec<_> = resp
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["app=1; Path=/", "other=2"]);
+    }
+
+    #[test]
+    fn responses_without_our_cookies_are_left_alone() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("set-cookie", "a=1").unwrap();
+        resp.append_header("set-cookie", "hpc=2").unwrap();
+        assert_eq!(drop_own_set_cookies(&mut resp), 0);
+        assert_eq!(resp.headers.get_all("set-cookie").iter().count(), 2);
+    }
 }

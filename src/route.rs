@@ -76,15 +76,20 @@ pub fn raw_host(req: &pingora::http::RequestHeader) -> Option<String> {
 }
 
 /// The host a request is for: the target's authority (absolute form, h2) or `Host`,
-/// lower case, without port.
+/// lower case, without port and without a trailing dot (`secret.example.` is the same host
+/// as `secret.example` to DNS, so it must not miss a route bound to it).
 pub fn request_host(req: &pingora::http::RequestHeader) -> Option<String> {
-    let raw = raw_host(req)?;
+    Some(host_for_routing(&raw_host(req)?))
+}
+
+/// `raw` (`host[:port]`, checked by the sanitizer) as routes name hosts.
+pub fn host_for_routing(raw: &str) -> String {
     let host = if let Some(v6) = raw.strip_prefix('[') {
-        v6.split(']').next().unwrap_or_default().to_string()
+        v6.split(']').next().unwrap_or_default()
     } else {
-        raw.split(':').next().unwrap_or_default().to_string()
+        raw.split(':').next().unwrap_or_default()
     };
-    Some(host.to_ascii_lowercase())
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -98,6 +103,15 @@ mod tests {
         assert!(prefix_matches("/a", "/a/b"));
         assert!(!prefix_matches("/a", "/ab"));
         assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn hosts_route_without_port_case_or_trailing_dot() {
+        assert_eq!(host_for_routing("Secret.Example."), "secret.example");
+        assert_eq!(host_for_routing("secret.example.:8443"), "secret.example");
+        assert_eq!(host_for_routing("secret.example"), "secret.example");
+        assert_eq!(host_for_routing("[::1]:443"), "::1");
+        assert_eq!(host_for_routing("10.0.0.1:80"), "10.0.0.1");
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct Metrics {
     /// slurmrestd answers with an error status (it reports bad tokens and "permission
     /// denied" as 500), by route and status.
     pub slurm_errors: IntCounterVec,
+    /// Upstream responses that tried to set one of the gateway's own cookies (the
+    /// `Set-Cookie` was removed), by route.
+    pub upstream_own_cookies: IntCounterVec,
     /// Reloads (SIGHUP), by result (`ok`, `error`).
     pub config_reloads: IntCounterVec,
     /// Certificates reloaded because their files changed, by result.
@@ -194,6 +197,15 @@ pub fn metrics() -> &'static Metrics {
             &["route", "status"],
         )
         .expect("static metric definition");
+        let upstream_own_cookies = IntCounterVec::new(
+            Opts::new(
+                "upstream_own_cookies_dropped_total",
+                "Upstream responses whose Set-Cookie for one of the gateway's own cookie names \
+                 was removed, by route",
+            ),
+            &["route"],
+        )
+        .expect("static metric definition");
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "config_reloads_total",
@@ -278,6 +290,7 @@ pub fn metrics() -> &'static Metrics {
             Box::new(auth.clone()),
             Box::new(slurm_tokens.clone()),
             Box::new(slurm_errors.clone()),
+            Box::new(upstream_own_cookies.clone()),
             Box::new(config_reloads.clone()),
             Box::new(certificate_reloads.clone()),
             Box::new(auth_duration.clone()),
@@ -301,6 +314,7 @@ pub fn metrics() -> &'static Metrics {
             auth,
             slurm_tokens,
             slurm_errors,
+            upstream_own_cookies,
             config_reloads,
             certificate_reloads,
             auth_duration,

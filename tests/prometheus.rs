@@ -198,6 +198,97 @@ async fn users_read_only_their_own_series_and_admins_read_all() {
     );
 }
 
+/// Issue 20: routing, `admin_paths` and the action are decided on the path as Prometheus
+/// reads it (Go percent-decodes the path before routing), and that is the path it gets.
+#[tokio::test]
+async fn encoded_paths_are_decided_as_prometheus_reads_them() {
+    let prom = prometheus().await;
+    let url = prom.get("PROM_SHORT_URL");
+    // A public catch-all beside the enforced route: what misses `/prom` lands there.
+    let gw = Gateway::start(Setup {
+        body: format!(
+            "[pools.prom]\nbackends = [\"{url}\"]\n\n\
+             [[routes]]\nname = \"prom\"\npath_prefix = \"/prom\"\nstrip_prefix = true\n\
+             pool = \"prom\"\nkind = \"prometheus\"\nauthenticators = [\"local\"]\n\
+             promql = {{ mode = \"label\", label = \"user\" }}\n\
+             admin_paths = [\"/prom/api/v1/status\", \"/prom/api/v1/admin\"]\n\n\
+             [[routes]]\nname = \"catchall\"\npath_prefix = \"/\"\npool = \"prom\"\n\
+             authenticators = [\"public\"]\n"
+        ),
+        ..Default::default()
+    })
+    .await;
+    let send = |method: reqwest::Method, path: &str, user: &str, pw: &str| {
+        gw.client(false)
+            .request(method, gw.url(path))
+            .header("authorization", basic(user, pw))
+            .send()
+    };
+    let rid = |r: &reqwest::Response| r.headers()["x-request-id"].to_str().unwrap().to_string();
+
+    // `/%70rom/…` is `/prom/…`: the enforced route, confined to bob's series.
+    let r = send(
+        reqwest::Method::GET,
+        &format!("/%70rom{}", q("job_cpu_seconds")),
+        "bob",
+        BOB_PW,
+    )
+    .await
+    .unwrap();
+    let audit = gw.audit_of(&rid(&r)).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(owners(&v), vec![("bob".to_string(), "2001".to_string())]);
+    assert_eq!(audit["route"], "prom", "{audit}");
+    assert_eq!(audit["promql"], "job_cpu_seconds{user=\"bob\"}", "{audit}");
+
+    // admin_paths on /prom/api/v1/status holds for /st%61tus: bob is refused as `admin`.
+    for path in ["/prom/api/v1/status/flags", "/prom/api/v1/st%61tus/flags"] {
+        let r = send(reqwest::Method::GET, path, "bob", BOB_PW)
+            .await
+            .unwrap();
+        let audit = gw.audit_of(&rid(&r)).await;
+        expect_error(r, 403, "forbidden").await;
+        assert_eq!(audit["action"], "admin", "{path}: {audit}");
+        assert_eq!(audit["decision"], "deny", "{path}: {audit}");
+    }
+    // alice (an admin) gets Prometheus' own answer for the decoded path.
+    let r = send(
+        reqwest::Method::GET,
+        "/prom/api/v1/st%61tus/flags",
+        "alice",
+        ALICE_PW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["data"]["web.listen-address"].is_string(), "{v}");
+
+    // POST …/%61dmin/tsdb/snapshot is the admin API, classified `admin`: refused for bob;
+    // for alice it reaches Prometheus' admin handler (disabled on the test instance).
+    let path = "/prom/api/v1/%61dmin/tsdb/snapshot";
+    let r = send(reqwest::Method::POST, path, "bob", BOB_PW)
+        .await
+        .unwrap();
+    let audit = gw.audit_of(&rid(&r)).await;
+    expect_error(r, 403, "forbidden").await;
+    assert_eq!(audit["action"], "admin", "{audit}");
+    assert_eq!(audit["path"], "/prom/api/v1/admin/tsdb/snapshot", "{audit}");
+    let r = send(reqwest::Method::POST, path, "alice", ALICE_PW)
+        .await
+        .unwrap();
+    let audit = gw.audit_of(&rid(&r)).await;
+    assert_eq!(audit["action"], "admin", "{audit}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("admin APIs disabled")),
+        "{v}"
+    );
+}
+
 /// Every `confine` query of the corpus, run by bob (the corpus is written for a user alice:
 /// names swapped) against the real Prometheus, returns only bob's series; every `deny` one is
 /// refused.

@@ -116,14 +116,27 @@ const H1_CASES: &[(&str, &str, Want)] = &[
     ("path parameter dot-dot", "GET /public/..;/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("path parameter dot-dot with a value", "GET /public/..;jsessionid=1/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("path parameter dot", "GET /public/.;/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
-    ("path parameter on the protected prefix", "GET /admin;x=1/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(404)),
+    // (404 before issue 20; `;` is now refused anywhere in the path.)
+    ("path parameter on the protected prefix", "GET /admin;x=1/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("encoded semicolon dot-dot", "GET /public/..%3b/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("overlong UTF-8 dot-dot", "GET /public/%c0%ae%c0%ae/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("overlong UTF-8 slash", "GET /public/..%c0%afadmin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("IIS %u dot-dot", "GET /public/%u002e%u002e/admin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("bad percent escape", "GET /public/%zz HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     ("upper-case protected prefix", "GET /ADMIN/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(404)),
-    ("UTF-8 in the path is data", "GET /public/caf%c3%a9 HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/caf%c3%a9", None)),
+    // (Forwarded as sent before issue 20; the canonical path spells escapes in upper case.)
+    ("UTF-8 in the path is data", "GET /public/caf%c3%a9 HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/caf%C3%A9", None)),
+    // The canonical path (issue 20): decided on, and forwarded, as the upstream will read it.
+    ("encoded letters in the protected prefix", "GET /%61dmin/x HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(401)),
+    ("encoded letters, authenticated", "GET /%61dm%69n/%78 HTTP/1.1\r\nHost: localhost\r\nAuthorization: @ALICE@\r\n\r\n", Want::Pass("/admin/x", Some("alice"))),
+    ("encoded question mark", "GET /public/a%3Fb HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("encoded hash", "GET /public/a%23/../../admin HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("encoded CR LF", "GET /public/a%0d%0aX:%20y HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
+    ("escapes in upper case", "GET /public/a%7b%7d HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/a%7B%7D", None)),
+    // Host must be host[:port].
+    ("Host that adds a Forwarded element", "GET /public/x HTTP/1.1\r\nHost: a\",for=6.6.6.6;proto=https;host=\"b\r\n\r\n", Want::Json(400)),
+    ("Host with a comma", "GET /public/x HTTP/1.1\r\nHost: localhost,evil\r\n\r\n", Want::Json(400)),
+    ("Host with a word for a port", "GET /public/x HTTP/1.1\r\nHost: localhost:x\r\n\r\n", Want::Json(400)),
     ("encoded NUL", "GET /public/x%00.json HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Json(400)),
     // The fragment never leaves the gateway: routed (and forwarded) as the path before it.
     ("fragment", "GET /public/x#/../../admin HTTP/1.1\r\nHost: localhost\r\n\r\n", Want::Pass("/public/x", None)),

@@ -57,6 +57,7 @@ impl Action {
 pub struct Facts<'a> {
     pub client: Option<IpAddr>,
     pub method: &'a str,
+    /// The canonical path (see `sanitize`): what routing, `admin_paths` and the upstream read.
     pub path: &'a str,
     /// Unix seconds.
     pub now: i64,

@@ -444,6 +444,15 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-hpcgate-groups",
 ];
 
+/// Headers that ask an upstream to act as if the request had another method. Always
+/// stripped on the way in: policy decides on the request's own method, so a read-only
+/// permission must not become a write through `X-HTTP-Method-Override: DELETE`.
+pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-method-override",
+    "x-http-method",
+];
+
 /// Header names compare case-insensitively with `_` ≡ `-`.
 pub fn normalize_header_name(name: &str) -> String {
     name.trim()

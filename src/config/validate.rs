@@ -1170,7 +1170,10 @@ impl Validator {
                 ),
                 Ok(_) => {}
             }
-            let host = r.host.map(|h| h.to_ascii_lowercase());
+            // As requests are routed: lower case, without a trailing dot.
+            let host = r
+                .host
+                .map(|h| h.strip_suffix('.').unwrap_or(&h).to_ascii_lowercase());
             if let Some(h) = &host
                 && (h.is_empty() || h.contains(['/', ' ', ':']))
             {
@@ -1284,6 +1287,18 @@ fn normalize_prefix(p: &str) -> Result<String, String> {
     {
         return Err(format!(
             "`{p}` must be a plain path (no //, . or .. segments, %, \\, ?, # or spaces)"
+        ));
+    }
+    // Requests are matched in their canonical form (see `sanitize`), where only these
+    // characters stand unencoded: a prefix with any other could never match.
+    if !p
+        .bytes()
+        .all(|b| b == b'/' || crate::sanitize::is_path_char(b))
+    {
+        return Err(format!(
+            "`{p}` may only hold letters, digits, / and -._~!$&'()*+,=:@ (requests are \
+             matched in their canonical form, where anything else is percent-encoded, and `;` \
+             is refused)"
         ));
     }
     let trimmed = p.trim_end_matches('/');
@@ -1454,6 +1469,10 @@ authenticators = ["public"]
         assert!(normalize_prefix("a").is_err());
         assert!(normalize_prefix("/a/../b").is_err());
         assert!(normalize_prefix("/a%2f").is_err());
+        assert!(normalize_prefix("/a;b").is_err());
+        assert!(normalize_prefix("/caf\u{e9}").is_err());
+        assert!(normalize_prefix("/a\"b").is_err());
+        assert_eq!(normalize_prefix("/a@b:c/").unwrap(), "/a@b:c");
     }
 
     #[test]

@@ -17,14 +17,16 @@ fn is_version(seg: &str) -> bool {
         && c.all(|c| c.is_ascii_digit() || c == '.')
 }
 
-/// Whether this request on a slurmrestd route is an admin action. `path` is the full path
-/// as the client sent it (any route prefix before `/slurm/vX/…` is skipped).
+/// Whether this request on a slurmrestd route is an admin action. `path` is the full
+/// canonical path (see `sanitize`; any route prefix before `/slurm/vX/…` is skipped).
 pub fn is_admin(path: &str, method: &http::Method, admin_diag: bool) -> bool {
     let read = matches!(
         *method,
         http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
     );
     // Compare decoded and lower-cased, so `reconfigur%65` or `Reconfigure` cannot slip by.
+    // (The canonical path has no such escapes left; case folding only adds admin requests,
+    // which slurmrestd would answer with 404 anyway, its paths being case-sensitive.)
     let segs: Vec<Cow<'_, str>> = path
         .split('/')
         .filter(|s| !s.is_empty())
