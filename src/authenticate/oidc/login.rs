@@ -142,6 +142,8 @@ pub struct OidcLogin {
     pub(super) csrf: crate::web::csrf::CsrfKey,
     /// Allowed ID token algorithms, as openidconnect names them.
     algorithms: Vec<CoreJwsSigningAlgorithm>,
+    /// This gateway's origin (`https://host:port`), from `redirect_url`.
+    origin: String,
     /// Refreshes in flight or just done, by a hash of the refresh token: a page's parallel
     /// requests with the same cookie refresh once (an IdP may revoke a reused token).
     refreshes: moka::future::Cache<[u8; 32], Session>,
@@ -167,12 +169,19 @@ impl OidcLogin {
             key: CookieKey::new(&key)?,
             csrf: crate::web::csrf::CsrfKey::derive(&key),
             algorithms,
+            origin: cfg.redirect_url.origin().ascii_serialization(),
             refreshes: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(std::time::Duration::from_secs(30))
                 .build(),
             cfg,
         })
+    }
+
+    /// This gateway's origin as browsers name it in `Origin` (`https://host:port`), from
+    /// `redirect_url`.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     pub(super) fn client(&self, d: &Discovered) -> LoginClient {
@@ -299,6 +308,8 @@ impl OidcLogin {
             .find(|s| !s.expired(now, &self.cfg.lifetimes))
     }
 
+    /// Who the session is; the browser sends its cookie by itself, so the identity says so
+    /// (a state-changing request must also prove it comes from the gateway's pages).
     pub(super) fn identity(&self, s: &Session) -> Identity {
         Identity::new(
             s.user.clone(),
@@ -307,6 +318,7 @@ impl OidcLogin {
             "oidc_login",
             &self.name,
         )
+        .from_cookie()
     }
 
     /// No usable session: a browser is sent to log in, an API client gets 401 if it sent a
