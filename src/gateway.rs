@@ -247,6 +247,15 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
             })
         })?;
         let caller = auth.authenticate(&info).await?;
+        if let Err(r) = ep.admits(&caller) {
+            let verdict = Verdict {
+                allow: false,
+                policies: vec!["api-key-scope".into()],
+                errors: Vec::new(),
+            };
+            ctx.denial = Some(("read", verdict, caller));
+            return Err(r);
+        }
         return Ok(Admitted::Endpoint(ep, caller));
     }
 

@@ -124,6 +124,12 @@ impl Identity {
         Identity::new(user.to_string(), Vec::new(), None, "oidc_login", "sso").from_cookie()
     }
 
+    /// An identity limited to `scopes` (an API key's), for unit tests of later steps.
+    #[cfg(test)]
+    pub fn for_test_scoped(user: &str, groups: &[&str], scopes: &[&str]) -> Self {
+        Identity::for_test(user, groups).with_scopes(scopes.iter().map(|s| s.to_string()).collect())
+    }
+
     /// An identity for unit tests of later steps.
     #[cfg(test)]
     pub fn for_test(user: &str, groups: &[&str]) -> Self {
