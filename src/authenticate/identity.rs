@@ -52,7 +52,7 @@ impl Identity {
         }
     }
 
-    pub(super) fn from_cookie(mut self) -> Self {
+    pub(super) fn with_session_cookie(mut self) -> Self {
         self.by_cookie = true;
         self
     }
@@ -121,7 +121,7 @@ impl Identity {
     /// An identity proven by the browser session cookie, for unit tests of later steps.
     #[cfg(test)]
     pub fn for_test_by_cookie(user: &str) -> Self {
-        Identity::new(user.to_string(), Vec::new(), None, "oidc_login", "sso").from_cookie()
+        Identity::new(user.to_string(), Vec::new(), None, "oidc_login", "sso").with_session_cookie()
     }
 
     /// An identity limited to `scopes` (an API key's), for unit tests of later steps.

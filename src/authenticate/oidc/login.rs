@@ -327,7 +327,7 @@ impl OidcLogin {
             "oidc_login",
             &self.name,
         )
-        .from_cookie()
+        .with_session_cookie()
     }
 
     /// No usable session: a browser is sent to log in, an API client gets 401 if it sent a
