@@ -9,10 +9,10 @@
 //!   (signature, `iss`, `aud`, `exp`, `nonce`), writes the session cookie and redirects back.
 //! - `POST /auth/logout` ends the session on every replica (its id goes into the list of
 //!   ended sessions in the database; 503 and nothing cleared if that cannot be written),
-//!   clears the cookies and, when the IdP supports it, sends the browser
-//!   to its end-session endpoint (RP-initiated logout). With a session it needs the session's
-//!   CSRF token (form field `csrf`, as the user page's Log out button sends it): a link or a
-//!   cross-site form cannot log anyone out. `GET` is refused (405).
+//!   clears the cookies and, when the IdP supports it, sends the browser to its end-session
+//!   endpoint (RP-initiated logout). With a session it needs the session's CSRF token (form
+//!   field `csrf`, as the user page's Log out button sends it): a link or a cross-site form
+//!   cannot log anyone out. `GET` is refused (405).
 
 use openidconnect::core::CoreResponseType;
 use openidconnect::url::{Url, form_urlencoded};
