@@ -12,8 +12,8 @@ use std::net::IpAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hpcgate::authenticate::{Caller, RequestInfo, SetCookies};
-use hpcgate::authorize::authorize;
 use hpcgate::authorize::cedar::{Action, Facts, RouteFacts};
+use hpcgate::authorize::{Origin, authorize};
 use hpcgate::rewrite::{Downstream, rewrite};
 use pingora::http::RequestHeader;
 
@@ -234,6 +234,7 @@ fn bench(c: &mut Criterion) {
                 black_box(caller.clone()),
                 &http::Method::GET,
                 &facts,
+                Origin::Unproven,
             )
             .map_err(|_| ())
             .unwrap()
@@ -280,6 +281,7 @@ fn bench(c: &mut Criterion) {
         caller.clone(),
         &http::Method::GET,
         &facts,
+        Origin::Unproven,
     )
     .map_err(|_| ())
     .unwrap();

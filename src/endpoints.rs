@@ -1,5 +1,6 @@
 //! The gateway's own endpoints: `/-/healthz`, `/-/ready`, `/-/whoami`, `/-/metrics`,
-//! `/-/status` (every upstream pool and its backends' health),
+//! `/-/status` (every upstream pool and its backends' health; for admins only the backends'
+//! addresses and checks, others see whether each pool is up),
 //! `POST /auth/token` and `/.well-known/jwks.json`.
 
 use bytes::Bytes;
@@ -89,6 +90,35 @@ impl Endpoint {
         }
     }
 
+    /// Whether `caller` may use this endpoint at all. A credential limited to some routes
+    /// (an API key's scopes) is for those routes: of the gateway's own endpoints it reads
+    /// only its own identity (`/-/whoami`) and what is public. `/-/status` and `/-/metrics`
+    /// describe the whole gateway and its backends, and `/auth/token` would mint a token
+    /// without the limits (a way out of them).
+    pub fn admits(self, caller: &Caller) -> Result<(), Rejection> {
+        let Some(id) = caller.identity() else {
+            return Ok(());
+        };
+        let open = matches!(
+            self,
+            Endpoint::Whoami | Endpoint::Healthz | Endpoint::Ready | Endpoint::Jwks
+        );
+        if open || id.scopes().is_empty() {
+            return Ok(());
+        }
+        Err(Rejection::Forbidden(format!(
+            "this credential of {} is limited to {}; the gateway's {} is not among them: use \
+             a credential without scopes (an unscoped API key, a password or a bearer token)",
+            id.user(),
+            id.scopes().join(", "),
+            match self {
+                Endpoint::Token => "/auth/token",
+                Endpoint::Status => "/-/status",
+                _ => "/-/metrics",
+            }
+        )))
+    }
+
     pub async fn serve(self, caller: &Caller, snap: &Snapshot) -> Result<Reply, Rejection> {
         Ok(match self {
             Endpoint::Healthz => Reply::json(200, json!({"status": "success", "data": "ok"})),
@@ -113,16 +143,19 @@ impl Endpoint {
                 ),
             },
             Endpoint::Status => {
-                let mut v = crate::health::status(&snap.pools);
-                // Who the process runs as, and its config, are for admins only.
+                // Backend addresses, health-check paths and errors, who the process runs as
+                // and its config are for admins only; others see whether each pool is up.
                 if caller
                     .identity()
                     .is_some_and(|id| snap.policies.is_admin(id))
                 {
+                    let mut v = crate::health::status(&snap.pools);
                     v["data"]["process"] = crate::privileges::status();
                     v["data"]["config"] = crate::reload::status();
+                    Reply::json(200, v)
+                } else {
+                    Reply::json(200, crate::health::summary(&snap.pools))
                 }
-                Reply::json(200, v)
             }
             Endpoint::Metrics => {
                 let m = crate::telemetry::metrics();
@@ -146,5 +179,38 @@ impl Endpoint {
                 None => return Err(Rejection::NotFound("this gateway issues no tokens".into())),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authenticate::Identity;
+
+    /// An API key limited to one route is for that route: it may not read the gateway's
+    /// status or metrics, nor swap itself for an unlimited token at /auth/token.
+    #[test]
+    fn scoped_credentials_reach_only_whoami_and_public_endpoints() {
+        let scoped = Caller::User(Identity::for_test_scoped(
+            "carol",
+            &["hpc-admins"],
+            &["hpc"],
+        ));
+        let unscoped = Caller::User(Identity::for_test("carol", &[]));
+        for ep in [Endpoint::Status, Endpoint::Metrics, Endpoint::Token] {
+            let r = ep.admits(&scoped).unwrap_err();
+            assert_eq!(r.status(), 403, "{}", ep.name());
+            assert!(r.message().contains("limited to hpc"), "{}", r.message());
+            assert!(ep.admits(&unscoped).is_ok());
+        }
+        for ep in [
+            Endpoint::Whoami,
+            Endpoint::Healthz,
+            Endpoint::Ready,
+            Endpoint::Jwks,
+        ] {
+            assert!(ep.admits(&scoped).is_ok(), "{}", ep.name());
+        }
+        assert!(Endpoint::Status.admits(&Caller::Public).is_ok());
     }
 }

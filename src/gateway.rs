@@ -21,7 +21,7 @@ use crate::audit::{AuditLog, Record, now_rfc3339};
 use crate::authenticate::oidc::{OidcLogin, Page, PageReply};
 use crate::authenticate::{Caller, RequestInfo, RouteAuth, SetCookies};
 use crate::authorize::cedar::{Facts, Policies, Verdict};
-use crate::authorize::{Permit, authorize};
+use crate::authorize::{Origin, Permit, authorize};
 use crate::endpoints::{Endpoint, Reply};
 use crate::error::Rejection;
 use crate::rewrite::{Downstream, rewrite};
@@ -248,6 +248,15 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
             })
         })?;
         let caller = auth.authenticate(&info).await?;
+        if let Err(r) = ep.admits(&caller) {
+            let verdict = Verdict {
+                allow: false,
+                policies: vec!["api-key-scope".into()],
+                errors: Vec::new(),
+            };
+            ctx.denial = Some(("read", verdict, caller));
+            return Err(r);
+        }
         return Ok(Admitted::Endpoint(ep, caller));
     }
 
@@ -266,12 +275,19 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         now: crate::store::now(),
         utc_offset: snap.utc_offset,
     };
+    let own_origin = snap.login.as_ref().map(|l| l.origin());
+    let origin = if crate::web::csrf::same_origin(&session.req_header().headers, own_origin) {
+        Origin::Same
+    } else {
+        Origin::Unproven
+    };
     match authorize(
         &snap.policies,
         &route,
         caller,
         &session.req_header().method,
         &facts,
+        origin,
     ) {
         Ok(permit) => {
             ctx.read = matches!(

@@ -346,7 +346,38 @@ async fn check(
     }
 }
 
-/// Every pool as `/-/status` shows it.
+/// A backend's state: from its last check, or (no active checks) from passive marking.
+fn state(p: &Pool, i: usize) -> &'static str {
+    if p.config.health_check.is_none() {
+        if p.passively_down(i) { "down" } else { "up" }
+    } else {
+        p.health(i).state
+    }
+}
+
+/// Every pool as `/-/status` shows it to callers who are not admins: its name, and whether it
+/// can serve (`up`: a backend is up; `down`: every backend is down; `unknown`: not checked
+/// yet). Backend addresses, health-check paths and errors tell an attacker where to go next.
+pub fn summary(targets: &[Target]) -> Value {
+    let pools: Vec<Value> = targets
+        .iter()
+        .map(|t| {
+            let p = &t.pool;
+            let states: Vec<&str> = (0..p.config.backends.len()).map(|i| state(p, i)).collect();
+            let pool_state = if states.contains(&"up") {
+                "up"
+            } else if states.iter().all(|s| *s == "down") {
+                "down"
+            } else {
+                "unknown"
+            };
+            json!({"name": p.config.name, "state": pool_state})
+        })
+        .collect();
+    json!({"status": "success", "data": {"pools": pools}})
+}
+
+/// Every pool as `/-/status` shows it to admins.
 pub fn status(targets: &[Target]) -> Value {
     let pools: Vec<Value> = targets
         .iter()
@@ -355,10 +386,8 @@ pub fn status(targets: &[Target]) -> Value {
             let backends: Vec<Value> = (0..p.config.backends.len())
                 .map(|i| {
                     let mut v = serde_json::to_value(p.health(i)).unwrap_or(json!({}));
-                    if p.config.health_check.is_none() {
-                        // No active checks: what passive marking knows.
-                        v["state"] = json!(if p.passively_down(i) { "down" } else { "up" });
-                    }
+                    // No active checks: what passive marking knows.
+                    v["state"] = json!(state(p, i));
                     v["address"] = json!(p.backend(i).to_string());
                     v["in_flight"] = json!(p.active(i));
                     if p.config.balance == Balance::Retention {

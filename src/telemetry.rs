@@ -229,8 +229,8 @@ pub fn metrics() -> &'static Metrics {
         );
         let auth_cache = counter(
             "auth_cache_lookups_total",
-            "Credential cache lookups by cache (password, api_key, slurm_token) and result \
-             (hit, miss)",
+            "Credential cache lookups by cache (password, api_key, slurm_token, \
+             ended_sessions) and result (hit, miss)",
             &["cache", "result"],
         );
         let password_checks = counter(

@@ -145,6 +145,25 @@ async fn life_cycle(db_url: &str) {
     let r = call(&gw, "/hpc/a", ("x-api-key", &scoped)).await;
     let text = r.text().await.unwrap();
     assert!(text.contains("limited to prometheus"), "{text}");
+    // Nor the gateway's own status and metrics: the key is for its routes. It may still ask
+    // who it is.
+    for path in ["/-/status", "/-/metrics"] {
+        let r = call(&gw, path, ("x-api-key", &scoped)).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_json_error(status, &text, 403, "forbidden");
+        assert!(text.contains("limited to prometheus"), "{path}: {text}");
+    }
+    let r = call(&gw, "/-/whoami", ("x-api-key", &scoped)).await;
+    assert_eq!(r.status(), 200);
+    // An unscoped key of a user who is no admin reads the status without backend addresses.
+    let r = call(&gw, "/-/status", ("x-api-key", &key)).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("\"name\":\"up\"") && !text.contains(&up.addr.to_string()),
+        "{text}"
+    );
     // An unknown scope is refused at creation, naming the routes.
     let e = apikey(
         &gw,

@@ -1,8 +1,9 @@
 //! `oidc_login` against a real OpenID Connect provider (tests/servers/oidc.sh) and a real
 //! browser (headless Chromium through chromedriver, tests/servers/chromium.sh): login with
 //! code + PKCE, landing back on the page, the session cookie, refresh, idle expiry, tampered
-//! cookies, RP-initiated logout; and, without a browser, the refusals of the login pages
-//! (open redirects, forged callbacks, API clients).
+//! cookies, RP-initiated logout; and, without a browser (the IdP's form filled in by curl), the
+//! refusals of the login pages (open redirects, forged callbacks, API clients), cross-site
+//! writes with the session cookie, and a cookie replayed after logout on two replicas.
 
 mod common;
 
@@ -77,6 +78,11 @@ impl App {
 
 /// A gateway with `oidc_login` on `/app` (and on `/-/whoami`), registered at the IdP.
 async fn gateway(idp: &Idp, app: &App, extra: &str) -> Gateway {
+    gateway_to(idp, app.addr, extra).await
+}
+
+/// The same, with `/app` going to the upstream at `upstream`.
+async fn gateway_to(idp: &Idp, upstream: std::net::SocketAddr, extra: &str) -> Gateway {
     let body = format!(
         "[authenticators.sso]\ntype = \"oidc_login\"\nissuer = \"{}\"\nclient_id = \"{}\"\n\
          client_secret = \"{}\"\nredirect_url = \"https://localhost:@TLS_PORT@/auth/callback\"\n\
@@ -88,7 +94,7 @@ async fn gateway(idp: &Idp, app: &App, extra: &str) -> Gateway {
         idp.issuer(),
         idp.server.get("OIDC_CLIENT_ID"),
         idp.server.get("OIDC_CLIENT_SECRET"),
-        app.addr
+        upstream
     );
     let gw = Gateway::start(Setup {
         body,
@@ -567,17 +573,11 @@ async fn open_redirects_forged_callbacks_and_api_clients_are_refused() {
     assert_eq!(app.count(), 0);
 }
 
-/// Replicas: sessions are encrypted cookies, so a gateway with the same `session_key_file`
-/// accepts a session another one made; a gateway with its own key does not.
-#[tokio::test]
-async fn a_session_made_by_one_replica_is_good_on_another_with_the_same_key() {
+/// A session key file in `dir` (32 random bytes in base64, mode 0600), for replicas to share.
+fn session_key_file(dir: &std::path::Path) -> std::path::PathBuf {
     use base64::Engine;
     use std::os::unix::fs::OpenOptionsExt;
-    let idp = Idp::start();
-    let chromium = RealServer::start("chromium");
-    let app = App::start().await;
-    let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("session.key");
+    let key = dir.join("session.key");
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).unwrap();
     std::fs::OpenOptions::new()
@@ -594,6 +594,18 @@ async fn a_session_made_by_one_replica_is_good_on_another_with_the_same_key() {
             )
         })
         .unwrap();
+    key
+}
+
+/// Replicas: sessions are encrypted cookies, so a gateway with the same `session_key_file`
+/// accepts a session another one made; a gateway with its own key does not.
+#[tokio::test]
+async fn a_session_made_by_one_replica_is_good_on_another_with_the_same_key() {
+    let idp = Idp::start();
+    let chromium = RealServer::start("chromium");
+    let app = App::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = session_key_file(keys.path());
     let shared = format!("session_key_file = \"{}\"", key.display());
     let one = gateway(&idp, &app, &shared).await;
     let two = gateway(&idp, &app, &shared).await;
@@ -618,4 +630,227 @@ async fn a_session_made_by_one_replica_is_good_on_another_with_the_same_key() {
     assert_eq!(app.last("x-forwarded-user").as_deref(), Some("alice"));
     let r = page(&stranger, "/app/page", Some(&session), false).await;
     expect_error(r, 401, "unauthorized").await;
+}
+
+/// Logs `user` in at `gw` without a browser (the IdP's form filled in by curl): the session
+/// cookie's value, as the callback set it.
+async fn session_cookie(gw: &Gateway, idp: &Idp, user: &str) -> String {
+    let client = no_redirects(gw);
+    let r = client
+        .get(gw.url("/auth/login?return_to=%2Fapp%2Fhome"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let login = cookie_set(&set_cookies(&r), LOGIN).expect("a login cookie");
+    let to_idp = r.headers()["location"].to_str().unwrap().to_string();
+    let callback = idp.authorize(&to_idp, user);
+    assert!(
+        callback.starts_with(&gw.url("/auth/callback?")),
+        "{callback}"
+    );
+    let r = client
+        .get(callback)
+        .header("cookie", format!("{LOGIN}={login}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "{}", r.text().await.unwrap_or_default());
+    cookie_set(&set_cookies(&r), SESSION)
+        .filter(|c| !c.is_empty())
+        .expect("a session cookie")
+}
+
+/// The CSRF token of the session `cookie`, from the Log out button of the page at `/`.
+async fn csrf_token(gw: &Gateway, cookie: &str) -> String {
+    let home = page(gw, "/", Some(cookie), true)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let at = home.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    home[at..at + home[at..].find('"').unwrap()].to_string()
+}
+
+/// Cross-site request forgery: another site's page makes the browser POST to a proxied route,
+/// and the browser adds the session cookie by itself. Without proof that the request comes
+/// from the gateway's own pages it is refused, and the upstream never sees it.
+#[tokio::test]
+async fn a_cross_site_write_with_only_the_session_cookie_never_reaches_the_upstream() {
+    let idp = Idp::start();
+    let up = Recorder::start(Duration::ZERO).await;
+    let gw = gateway_to(&idp, up.addr, "").await;
+    let cookie = session_cookie(&gw, &idp, "alice").await;
+    let client = no_redirects(&gw);
+    let send = |method: reqwest::Method, headers: &[(&str, &str)]| {
+        let mut req = client
+            .request(method, gw.url("/app/jobs/cancel"))
+            .header("cookie", format!("{SESSION}={cookie}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("job=42");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    let own = gw.url("");
+    let refused: &[(reqwest::Method, &[(&str, &str)])] = &[
+        // An old browser, or a client that says nothing.
+        (reqwest::Method::POST, &[]),
+        (
+            reqwest::Method::POST,
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ],
+        ),
+        // Fetch metadata wins over an Origin that happens to match.
+        (
+            reqwest::Method::POST,
+            &[("sec-fetch-site", "cross-site"), ("origin", own.as_str())],
+        ),
+        (reqwest::Method::POST, &[("origin", "https://evil.example")]),
+        (reqwest::Method::POST, &[("origin", "null")]),
+        (reqwest::Method::POST, &[("sec-fetch-site", "same-site")]),
+        (reqwest::Method::PUT, &[("sec-fetch-site", "cross-site")]),
+        (reqwest::Method::DELETE, &[("sec-fetch-site", "cross-site")]),
+        (reqwest::Method::PATCH, &[]),
+    ];
+    for (method, headers) in refused {
+        let r = send(method.clone(), headers).await.unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        assert_json_error(status, &body, 403, "forbidden");
+        assert!(
+            body.contains("Sec-Fetch-Site") && body.contains("route `app`"),
+            "{method} {headers:?}: {body}"
+        );
+    }
+    assert!(up.requests().is_empty(), "nothing went upstream");
+    let denied = gw.last_audit("app").await;
+    assert_eq!(denied["decision"], "deny");
+    assert_eq!(denied["user"], "alice");
+    assert_eq!(denied["auth"], "oidc_login");
+    assert_eq!(denied["policies"], serde_json::json!(["same-origin"]));
+
+    // From the gateway's own pages: through, as alice.
+    for headers in [
+        &[("sec-fetch-site", "same-origin")][..],
+        &[("origin", own.as_str())][..],
+    ] {
+        let r = send(reqwest::Method::POST, headers).await.unwrap();
+        assert_eq!(r.status(), 200, "{headers:?}");
+        let seen = up.last();
+        assert_eq!(seen.method, "POST");
+        assert_eq!(seen.one("x-forwarded-user"), Some("alice"));
+    }
+    // Reading is what a link from another site does: unaffected.
+    let r = client
+        .get(gw.url("/app/jobs"))
+        .header("cookie", format!("{SESSION}={cookie}"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.requests().len(), 3);
+}
+
+/// Logout ends the session on the server: the old cookie, copied before, is refused at once
+/// by the gateway that logged out and within a second by another replica sharing the
+/// PostgreSQL database; the database not answering refuses sessions (503) rather than
+/// trusting them.
+#[tokio::test]
+async fn a_cookie_replayed_after_logout_is_refused_on_every_replica() {
+    let pg = RealServer::start("postgres");
+    let idp = Idp::start();
+    let up = Recorder::start(Duration::ZERO).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = session_key_file(keys.path());
+    let shared = format!(
+        "session_key_file = \"{}\"\n[database]\nurl = \"{}?connect_timeout=1\"\ntimeout = \"1s\"\n",
+        key.display(),
+        pg.get("DATABASE_URL")
+    );
+    let two = gateway_to(&idp, up.addr, &shared).await;
+    let one = gateway_to(&idp, up.addr, &shared).await;
+    let get = |gw: &Gateway, cookie: &str| {
+        no_redirects(gw)
+            .get(gw.url("/app/x"))
+            .header("cookie", format!("{SESSION}={cookie}"))
+            .send()
+    };
+
+    let cookie = session_cookie(&one, &idp, "alice").await;
+    for gw in [&one, &two] {
+        assert_eq!(get(gw, &cookie).await.unwrap().status(), 200);
+    }
+    let csrf = csrf_token(&one, &cookie).await;
+    let r = no_redirects(&one)
+        .post(one.url("/auth/logout"))
+        .header("cookie", format!("{SESSION}={cookie}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(cookie_set(&set_cookies(&r), SESSION).as_deref(), Some(""));
+    let logged_out = Instant::now();
+
+    // The copied cookie: refused here at once, as if it had expired.
+    let r = get(&one, &cookie).await.unwrap();
+    assert_eq!(cookie_set(&set_cookies(&r), SESSION).as_deref(), Some(""));
+    expect_error(r, 401, "unauthorized").await;
+    // And on the other replica within a second (it may have the session cached as live).
+    loop {
+        let r = get(&two, &cookie).await.unwrap();
+        if r.status() == 401 {
+            expect_error(r, 401, "unauthorized").await;
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(
+            logged_out.elapsed() < Duration::from_millis(1500),
+            "the other replica still takes the session"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(logged_out.elapsed() < Duration::from_millis(1500));
+    let r = get(&two, &cookie).await.unwrap();
+    expect_error(r, 401, "unauthorized").await;
+    let r = page(&two, "/app/x", Some(&cookie), true).await;
+    assert_eq!(r.status(), 302, "a browser is sent to log in again");
+    let seen = up.requests().len();
+    for gw in [&one, &two] {
+        let r = get(gw, &cookie).await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    assert_eq!(up.requests().len(), seen, "refused before the upstream");
+
+    // A new login is a new session, unaffected.
+    let again = session_cookie(&one, &idp, "alice").await;
+    assert_ne!(again, cookie);
+    assert_eq!(get(&two, &again).await.unwrap().status(), 200);
+
+    // The database gone: no session is trusted, and logout says it could not end it (the
+    // cookie is kept, so that it can be tried again).
+    let csrf = csrf_token(&one, &again).await;
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let started = Instant::now();
+    let r = get(&two, &again).await.unwrap();
+    expect_error(r, 503, "unavailable").await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let r = no_redirects(&one)
+        .post(one.url("/auth/logout"))
+        .header("cookie", format!("{SESSION}={again}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert!(cookie_set(&set_cookies(&r), SESSION).is_none());
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_json_error(status, &body, 503, "unavailable");
+    assert!(body.contains("try logging out again"), "{body}");
 }

@@ -1022,3 +1022,67 @@ async fn health_checks_follow_the_pools_of_a_reloaded_config() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(a.requests().len() > before);
 }
+
+/// `/-/status` tells where the backends are and how they are checked: for admins
+/// (`admin_groups`) only. Others learn which pools can serve, and nothing to aim at.
+#[tokio::test]
+async fn status_shows_backend_addresses_and_checks_to_admins_only() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let dead = free_port();
+    let body = route_to("echo", "/echo", &up, "5s").replace(
+        "read_timeout = \"5s\"\n",
+        "read_timeout = \"5s\"\n[pools.echo.health_check]\npath = \"/secret-health\"\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\n",
+    ) + &route_to("gone", "/gone", &up, "5s")
+        .replace(
+            &format!("http://{}", up.addr),
+            &format!("http://127.0.0.1:{dead}"),
+        )
+        .replace(
+            "read_timeout = \"5s\"\n",
+            "read_timeout = \"5s\"\n[pools.gone.health_check]\npath = \"/h\"\n\
+         interval = \"100ms\"\ntimeout = \"100ms\"\n",
+        );
+    let gw = Gateway::start(Setup {
+        body,
+        ..Default::default()
+    })
+    .await;
+    let status = |user: &'static str, pw: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = gw.get_as("/-/status", user, pw).await;
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    // Both pools checked at least once.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let admin = loop {
+        let v = status("alice", ALICE_PW).await;
+        let states: Vec<&serde_json::Value> = v["data"]["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["backends"][0]["state"])
+            .collect();
+        if states.iter().all(|s| *s != "unknown") {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never checked: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = admin.to_string();
+    assert!(text.contains(&up.addr.to_string()), "{text}");
+    assert!(text.contains("/secret-health"), "{text}");
+    assert!(admin["data"].get("process").is_some());
+
+    let user = status("bob", BOB_PW).await;
+    assert_eq!(
+        user,
+        serde_json::json!({"status": "success", "data": {"pools": [
+            {"name": "echo", "state": "up"},
+            {"name": "gone", "state": "down"},
+        ]}}),
+    );
+}

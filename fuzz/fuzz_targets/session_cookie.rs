@@ -23,6 +23,7 @@ struct Input<'a> {
     sub: String,
     groups: Vec<String>,
     created: u64,
+    expires: u64,
     seen: u64,
     refresh_at: u64,
     now: u64,
@@ -59,11 +60,13 @@ fuzz_target!(|input: Input<'_>| {
 
     // 2. A genuine session, sealed, then altered.
     let session = Session {
+        id: "AAAAAAAAAAAAAAAAAAAAAA".into(),
         sub: input.sub.clone(),
         user: "alice".into(),
         groups: input.groups.clone(),
         email: None,
         created: input.created,
+        expires: input.expires,
         seen: input.seen,
         refresh_at: input.refresh_at,
         refresh_token: Some("r".into()),

@@ -30,6 +30,10 @@ pub struct Identity {
     /// When the credential stops being valid (Unix seconds), if it says.
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
+    /// Proven only by a cookie the browser sends by itself (the `oidc_login` session): a
+    /// state-changing request must also prove it comes from the gateway's own pages.
+    #[serde(skip)]
+    by_cookie: bool,
 }
 
 /// Whether a group name can be carried intact: 1 to 256 bytes, no comma (the groups header is
@@ -84,7 +88,13 @@ impl Identity {
             via: None,
             scopes: Vec::new(),
             expires_at: None,
+            by_cookie: false,
         }
+    }
+
+    pub(super) fn with_session_cookie(mut self) -> Self {
+        self.by_cookie = true;
+        self
     }
 
     pub(super) fn with_scopes(mut self, scopes: Vec<String>) -> Self {
@@ -109,6 +119,7 @@ impl Identity {
             via: Some(self.user),
             scopes: self.scopes,
             expires_at: self.expires_at,
+            by_cookie: self.by_cookie,
         }
     }
 
@@ -136,11 +147,27 @@ impl Identity {
     pub fn expires_at(&self) -> Option<i64> {
         self.expires_at
     }
+    /// Whether only the browser session cookie (`oidc_login`) proved it.
+    pub fn by_cookie(&self) -> bool {
+        self.by_cookie
+    }
 
     /// An identity proven by `method`, for unit tests of later steps.
     #[cfg(test)]
     pub fn for_test_by(user: &str, method: &'static str) -> Self {
         Identity::new(user.to_string(), Vec::new(), None, method, method)
+    }
+
+    /// An identity proven by the browser session cookie, for unit tests of later steps.
+    #[cfg(test)]
+    pub fn for_test_by_cookie(user: &str) -> Self {
+        Identity::new(user.to_string(), Vec::new(), None, "oidc_login", "sso").with_session_cookie()
+    }
+
+    /// An identity limited to `scopes` (an API key's), for unit tests of later steps.
+    #[cfg(test)]
+    pub fn for_test_scoped(user: &str, groups: &[&str], scopes: &[&str]) -> Self {
+        Identity::for_test(user, groups).with_scopes(scopes.iter().map(|s| s.to_string()).collect())
     }
 
     /// An identity for unit tests of later steps (groups go through the same check).

@@ -235,7 +235,13 @@ impl Authenticators {
                     Some(Arc::new(oidc::OidcBearer::new(name, cfg.clone())?))
                 }
                 config::Authenticator::OidcLogin(cfg) => {
-                    let a = Arc::new(oidc::OidcLogin::new(name, cfg.clone(), &config.state_dir)?);
+                    let db = db.clone().ok_or("oidc_login without a database")?;
+                    let a = Arc::new(oidc::OidcLogin::new(
+                        name,
+                        cfg.clone(),
+                        &config.state_dir,
+                        db,
+                    )?);
                     login = Some(a.clone());
                     Some(a)
                 }

@@ -109,14 +109,17 @@ impl Config {
         users
     }
 
-    /// Whether anything in this config needs the database.
+    /// Whether anything in this config needs the database (the browser login keeps the
+    /// sessions ended by logout there).
     pub fn uses_database(&self) -> bool {
         self.accounting.is_some()
             || self.web.is_some()
-            || self
-                .authenticators
-                .values()
-                .any(|a| matches!(a, Authenticator::ApiKey { .. }))
+            || self.authenticators.values().any(|a| {
+                matches!(
+                    a,
+                    Authenticator::ApiKey { .. } | Authenticator::OidcLogin(_)
+                )
+            })
     }
 }
 

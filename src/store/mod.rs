@@ -1,4 +1,5 @@
-//! The gateway's own database: API keys and accounting (`crate::accounting`).
+//! The gateway's own database: API keys, ended browser sessions and accounting
+//! (`crate::accounting`).
 //!
 //! One code path for both back ends through sqlx's `Any` driver: SQLite (WAL, a file in the
 //! state directory) by default, PostgreSQL by URL when several replicas share state. Queries
@@ -7,6 +8,7 @@
 //! together do not race).
 
 pub mod api_keys;
+pub mod sessions;
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -39,6 +41,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     CREATE UNIQUE INDEX api_keys_live_name ON api_keys (owner, name) WHERE revoked_at IS NULL;",
     ),
     (2, "accounting", crate::accounting::schema::SCHEMA),
+    (
+        3,
+        "ended sessions",
+        "CREATE TABLE ended_sessions (
+        id_hash TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX ended_sessions_expiry ON ended_sessions (expires_at);",
+    ),
 ];
 
 /// A database error, said so an operator can act on it (the URL and its password are never

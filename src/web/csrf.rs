@@ -58,6 +58,23 @@ pub fn cross_site(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"))
 }
 
+/// Whether the browser proved the request comes from a page of this gateway:
+/// `Sec-Fetch-Site: same-origin`, or, from a browser that sends no Fetch metadata, an `Origin`
+/// equal to `own` (the gateway's origin, e.g. `https://gw.example.org:8443`). Anything else
+/// is unproven: `same-site` (a sibling host may be someone else's), `cross-site`, `none`, an
+/// `Origin: null`, several values, or no header at all (fail closed).
+pub fn same_origin(headers: &http::HeaderMap, own: Option<&str>) -> bool {
+    let mut fetch_site = headers.get_all("sec-fetch-site").iter();
+    if let Some(site) = fetch_site.next() {
+        return fetch_site.next().is_none() && site.as_bytes().eq_ignore_ascii_case(b"same-origin");
+    }
+    let mut origins = headers.get_all(http::header::ORIGIN).iter();
+    match (origins.next(), origins.next(), own) {
+        (Some(origin), None, Some(own)) => origin.as_bytes().eq_ignore_ascii_case(own.as_bytes()),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +119,60 @@ mod tests {
         assert!(!cross_site(&h));
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(cross_site(&h));
+    }
+
+    #[test]
+    fn only_same_origin_requests_prove_they_come_from_the_gateway() {
+        let own = Some("https://gw.example.org:8443");
+        let with = |pairs: &[(&'static str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, v.parse().unwrap());
+            }
+            h
+        };
+        assert!(same_origin(
+            &with(&[("sec-fetch-site", "same-origin")]),
+            own
+        ));
+        assert!(same_origin(
+            &with(&[("sec-fetch-site", "Same-Origin")]),
+            None
+        ));
+        assert!(same_origin(
+            &with(&[("origin", "https://gw.example.org:8443")]),
+            own
+        ));
+        for refused in [
+            with(&[]),
+            with(&[("sec-fetch-site", "same-site")]),
+            with(&[("sec-fetch-site", "cross-site")]),
+            with(&[("sec-fetch-site", "none")]),
+            // Fetch metadata wins over a matching Origin.
+            with(&[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://gw.example.org:8443"),
+            ]),
+            with(&[
+                ("sec-fetch-site", "same-origin"),
+                ("sec-fetch-site", "cross-site"),
+            ]),
+            with(&[("origin", "https://evil.example")]),
+            with(&[("origin", "https://gw.example.org")]),
+            with(&[("origin", "http://gw.example.org:8443")]),
+            with(&[("origin", "https://gw.example.org:8443.evil.example")]),
+            with(&[("origin", "null")]),
+            with(&[
+                ("origin", "https://gw.example.org:8443"),
+                ("origin", "https://evil.example"),
+            ]),
+        ] {
+            assert!(!same_origin(&refused, own), "{refused:?}");
+        }
+        // No own origin known: only Fetch metadata can prove it.
+        assert!(!same_origin(
+            &with(&[("origin", "https://gw.example.org:8443")]),
+            None
+        ));
     }
 }

@@ -97,6 +97,31 @@ impl Idp {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Logs `user` in at this IdP's form for a relying party's authorization request
+    /// `auth_url` (the gateway's redirect from `/auth/login`), without a browser
+    /// (`tests/servers/check/oidc-login.sh` with `AUTH_URL`), and returns the URL the IdP sends
+    /// the browser back to: the relying party's callback with code and state.
+    pub fn authorize(&self, auth_url: &str, user: &str) -> String {
+        let script = format!(
+            "{}/tests/servers/check/oidc-login.sh",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(self.server.dir.path().join("env"))
+            .arg(user)
+            .arg(self.password(user))
+            .env("AUTH_URL", auth_url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "login as {user} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
     /// A new signing key signs from now on (the old ones stay published); its kid.
     pub async fn rotate_key(&self) -> String {
         let r = self

@@ -142,13 +142,23 @@ pub struct OidcLogin {
     pub(super) csrf: crate::web::csrf::CsrfKey,
     /// Allowed ID token algorithms, as openidconnect names them.
     algorithms: Vec<CoreJwsSigningAlgorithm>,
+    /// Sessions ended by logout, shared by every replica through the database.
+    pub(super) ended: super::ended::EndedSessions,
+    /// This gateway's origin (`https://host:port`), from `redirect_url`.
+    origin: String,
     /// Refreshes in flight or just done, by a hash of the refresh token: a page's parallel
     /// requests with the same cookie refresh once (an IdP may revoke a reused token).
     refreshes: moka::future::Cache<[u8; 32], Session>,
 }
 
 impl OidcLogin {
-    pub fn new(name: &str, cfg: LoginConfig, state_dir: &Path) -> Result<Self, String> {
+    /// `db` holds the list of ended sessions.
+    pub fn new(
+        name: &str,
+        cfg: LoginConfig,
+        state_dir: &Path,
+        db: crate::store::Db,
+    ) -> Result<Self, String> {
         let key = match &cfg.session_key {
             Some(k) => k.0,
             None => session::load_or_create_key(&state_dir.join("oidc-session.key"))?,
@@ -167,12 +177,20 @@ impl OidcLogin {
             key: CookieKey::new(&key)?,
             csrf: crate::web::csrf::CsrfKey::derive(&key),
             algorithms,
+            ended: super::ended::EndedSessions::new(db),
+            origin: cfg.redirect_url.origin().ascii_serialization(),
             refreshes: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(std::time::Duration::from_secs(30))
                 .build(),
             cfg,
         })
+    }
+
+    /// This gateway's origin as browsers name it in `Origin` (`https://host:port`), from
+    /// `redirect_url`.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     pub(super) fn client(&self, d: &Discovered) -> LoginClient {
@@ -299,6 +317,8 @@ impl OidcLogin {
             .find(|s| !s.expired(now, &self.cfg.lifetimes))
     }
 
+    /// Who the session is; the browser sends its cookie by itself, so the identity says so
+    /// (a state-changing request must also prove it comes from the gateway's pages).
     pub(super) fn identity(&self, s: &Session) -> Identity {
         Identity::new(
             s.user.clone(),
@@ -307,6 +327,7 @@ impl OidcLogin {
             "oidc_login",
             &self.name,
         )
+        .with_session_cookie()
     }
 
     /// No usable session: a browser is sent to log in, an API client gets 401 if it sent a
@@ -361,6 +382,17 @@ impl Authenticator for OidcLogin {
             }
             return self.unauthenticated(req, had_cookie);
         };
+        // Logged out (on any replica): the cookie was copied, or the browser kept it.
+        match self.ended.is_ended(&s.id).await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(authenticator = %self.name, user = %s.user, "a session ended by logout was presented");
+                req.set_cookies
+                    .add_all(clear_split_cookies(req.headers, SESSION_COOKIE));
+                return self.unauthenticated(req, true);
+            }
+            Err(r) => return Outcome::Rejected(r),
+        }
         let mut changed = false;
         if s.refresh_due(now) {
             match self.refresh_once(&s).await {

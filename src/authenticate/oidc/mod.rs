@@ -7,13 +7,15 @@
 //! - `bearer.rs`: the `oidc_bearer` authenticator.
 //! - `login.rs`: the `oidc_login` authenticator (sessions, refresh); `pages.rs`: its
 //!   `/auth/login`, `/auth/callback`, `/auth/logout`; `session.rs`: the sealed cookies;
-//!   `view.rs`: what the user page may know of a session (expiry, CSRF token).
+//!   `view.rs`: what the user page may know of a session (expiry, CSRF token); `ended.rs`:
+//!   sessions ended by logout, shared by replicas through the database.
 //!
 //! No JOSE or OAuth is written here: `openidconnect` does discovery, the authorization
 //! request, the code exchange and ID tokens; `jsonwebtoken` verifies bearer JWTs.
 
 mod bearer;
 mod claims;
+mod ended;
 mod login;
 mod pages;
 mod provider;

@@ -7,10 +7,12 @@
 //! - `/auth/callback` checks `state` (against the sealed login cookie), the IdP's `iss`
 //!   parameter when sent, exchanges the code with the PKCE verifier, verifies the ID token
 //!   (signature, `iss`, `aud`, `exp`, `nonce`), writes the session cookie and redirects back.
-//! - `POST /auth/logout` clears the cookies and, when the IdP supports it, sends the browser
-//!   to its end-session endpoint (RP-initiated logout). With a session it needs the session's
-//!   CSRF token (form field `csrf`, as the user page's Log out button sends it): a link or a
-//!   cross-site form cannot log anyone out. `GET` is refused (405).
+//! - `POST /auth/logout` ends the session on every replica (its id goes into the list of
+//!   ended sessions in the database; 503 and nothing cleared if that cannot be written),
+//!   clears the cookies and, when the IdP supports it, sends the browser to its end-session
+//!   endpoint (RP-initiated logout). With a session it needs the session's CSRF token (form
+//!   field `csrf`, as the user page's Log out button sends it): a link or a cross-site form
+//!   cannot log anyone out. `GET` is refused (405).
 
 use openidconnect::core::CoreResponseType;
 use openidconnect::url::{Url, form_urlencoded};
@@ -190,7 +192,7 @@ impl OidcLogin {
         match page {
             Page::Login => self.login_page(req),
             Page::Callback => self.callback(req).await,
-            Page::Logout => self.logout(req, csrf),
+            Page::Logout => self.logout(req, csrf).await,
         }
     }
 
@@ -275,11 +277,13 @@ impl OidcLogin {
             .map_err(|why| login_failed(Failure::Refused(why)))?;
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
         let s = Session {
+            id: session::new_session_id().map_err(Rejection::Internal)?,
             sub: sub.to_string(),
             user: id.user().to_string(),
             groups: id.groups().to_vec(),
             email: id.email().map(str::to_string),
             created: now,
+            expires: now.saturating_add(self.cfg.lifetimes.absolute.as_secs()),
             seen: now,
             refresh_at: now + self.cfg.lifetimes.refresh.as_secs(),
             refresh_token: openidconnect::OAuth2TokenResponse::refresh_token(&response)
@@ -297,7 +301,11 @@ impl OidcLogin {
         Ok(redirect(back, Caller::User(id)))
     }
 
-    fn logout(&self, req: &RequestInfo<'_>, csrf: Option<&str>) -> Result<PageReply, Rejection> {
+    async fn logout(
+        &self,
+        req: &RequestInfo<'_>,
+        csrf: Option<&str>,
+    ) -> Result<PageReply, Rejection> {
         if crate::web::csrf::cross_site(req.headers) {
             return Err(Rejection::Forbidden(
                 "logout from another site is refused".into(),
@@ -305,7 +313,23 @@ impl OidcLogin {
         }
         // Without a session there is nobody to protect: the cookies are cleared all the same.
         let caller = match self.session(req.headers, session::now()) {
-            Some(s) if self.csrf_ok(&s, csrf) => Caller::User(self.identity(&s)),
+            Some(s) if self.csrf_ok(&s, csrf) => {
+                // Ended for every replica first: a copy of the cookie must not outlive this.
+                // If that cannot be written, nothing is cleared and the user can try again.
+                self.ended
+                    .end(&s.id, s.ends_at(&self.cfg.lifetimes))
+                    .await
+                    .map_err(|_| {
+                        Rejection::Unavailable(
+                            "the session cannot be ended right now (the session database \
+                             cannot answer); you are still logged in: try logging out again \
+                             shortly"
+                                .into(),
+                        )
+                    })?;
+                tracing::info!(authenticator = %self.name, user = %s.user, "logged out");
+                Caller::User(self.identity(&s))
+            }
             Some(_) => {
                 return Err(Rejection::Forbidden(
                     "logout needs this session's CSRF token: use the Log out button of the \

@@ -222,6 +222,9 @@ pub struct Lifetimes {
 /// A logged-in browser. Sealed in [`SESSION_COOKIE`].
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub struct Session {
+    /// Random, made at login and kept by every renewal: what logout lists as ended (see
+    /// `ended.rs`). A cookie sealed before sessions had ids does not open: log in again.
+    pub id: String,
     /// The IdP's subject: a refresh must name the same one.
     pub sub: String,
     pub user: String,
@@ -229,6 +232,9 @@ pub struct Session {
     pub email: Option<String>,
     /// Login time; the absolute expiry counts from here.
     pub created: u64,
+    /// The absolute expiry as it was at login: a later, longer `session_lifetime` does not
+    /// lengthen the session (nor outlive its entry in the list of ended sessions).
+    pub expires: u64,
     /// Last time the cookie was written; the idle expiry counts from here.
     pub seen: u64,
     /// When to revalidate with the refresh token.
@@ -237,9 +243,23 @@ pub struct Session {
     pub refresh_token: Option<String>,
 }
 
+/// A new session id: 128 random bits, base64url.
+pub fn new_session_id() -> Result<String, String> {
+    let mut id = [0u8; 16];
+    getrandom::getrandom(&mut id).map_err(|e| format!("no randomness: {e}"))?;
+    Ok(URL_SAFE_NO_PAD.encode(id))
+}
+
 impl Session {
+    /// When the session ends at the latest (Unix seconds), however active the user is.
+    pub fn ends_at(&self, l: &Lifetimes) -> u64 {
+        self.created
+            .saturating_add(l.absolute.as_secs())
+            .min(self.expires)
+    }
+
     pub fn expired(&self, now: u64, l: &Lifetimes) -> bool {
-        now >= self.created.saturating_add(l.absolute.as_secs())
+        now >= self.ends_at(l)
             || now >= self.seen.saturating_add(l.idle.as_secs())
             // From the future: a clock far off, or not ours.
             || self.seen > now.saturating_add(60)
@@ -256,9 +276,7 @@ impl Session {
 
     /// Seconds the cookie may live: until the absolute expiry.
     pub fn max_age(&self, now: u64, l: &Lifetimes) -> u64 {
-        self.created
-            .saturating_add(l.absolute.as_secs())
-            .saturating_sub(now)
+        self.ends_at(l).saturating_sub(now)
     }
 }
 
@@ -372,6 +390,8 @@ mod tests {
 
     fn session(now: u64) -> Session {
         Session {
+            id: new_session_id().unwrap(),
+            expires: now + 3600,
             sub: "alice".into(),
             user: "alice".into(),
             groups: vec!["hpc-users".into()],
@@ -425,6 +445,43 @@ mod tests {
         assert!(!s.renew_due(13_559, &l));
         assert!(s.renew_due(13_560, &l));
         assert!(s.refresh_due(10_300) && !s.refresh_due(10_299));
+    }
+
+    /// Raising `session_lifetime` must not bring back a session that logout ended: its
+    /// entry in the list of ended sessions is purged at the expiry fixed at login.
+    #[test]
+    fn a_longer_session_lifetime_does_not_lengthen_a_session() {
+        let l = Lifetimes {
+            absolute: Duration::from_secs(3600),
+            idle: Duration::from_secs(600),
+            refresh: Duration::from_secs(300),
+        };
+        let mut s = session(10_000);
+        s.seen = 13_500;
+        let longer = Lifetimes {
+            absolute: Duration::from_secs(7200),
+            ..l
+        };
+        assert_eq!(s.ends_at(&longer), 13_600);
+        assert!(s.expired(13_600, &longer));
+        let shorter = Lifetimes {
+            absolute: Duration::from_secs(1800),
+            ..l
+        };
+        assert_eq!(s.ends_at(&shorter), 11_800, "a shorter one applies at once");
+        assert_eq!(s.max_age(11_000, &shorter), 800);
+    }
+
+    #[test]
+    fn session_ids_are_random_and_cookies_without_one_do_not_open() {
+        let a = new_session_id().unwrap();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, new_session_id().unwrap());
+        // A session sealed before ids existed cannot be ended by logout: refused.
+        let mut old = serde_json::to_value(session(1000)).unwrap();
+        old.as_object_mut().unwrap().remove("id");
+        let sealed = key(1).seal(SESSION_COOKIE, &old).unwrap();
+        assert!(key(1).open::<Session>(SESSION_COOKIE, &sealed).is_none());
     }
 
     #[test]

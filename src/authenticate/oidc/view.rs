@@ -26,9 +26,7 @@ impl OidcLogin {
         let s = self.session(headers, session::now())?;
         Some(SessionView {
             csrf_token: self.csrf.token(&binding(&s)),
-            ends_at: s
-                .created
-                .saturating_add(self.cfg.lifetimes.absolute.as_secs()),
+            ends_at: s.ends_at(&self.cfg.lifetimes),
             idle: self.cfg.lifetimes.idle,
         })
     }
