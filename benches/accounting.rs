@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hpcgate::accounting::store::{Scope, Unit, UnitFilter, units, upsert_units};
-use hpcgate::store::{Db, DbConfig};
+use hpcgate::db::{Db, DbConfig};
 
 const USERS: usize = 1_000;
 const BATCH: usize = 1_000;

@@ -14,7 +14,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hpcgate::authenticate::{Caller, RequestInfo, SetCookies};
 use hpcgate::authorize::cedar::{Action, Facts, RouteFacts};
 use hpcgate::authorize::{Origin, authorize};
-use hpcgate::rewrite::{Downstream, rewrite};
+use hpcgate::proxy::rewrite::{Downstream, rewrite};
 use pingora::http::RequestHeader;
 
 const PASSWORD: &str = "bench-password-1";
@@ -22,7 +22,7 @@ const PASSWORD: &str = "bench-password-1";
 struct Setup {
     _dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
-    snap: hpcgate::gateway::Snapshot,
+    snap: hpcgate::proxy::gateway::Snapshot,
     api_key: String,
     jwt: String,
 }
@@ -90,9 +90,9 @@ authenticators = ["keys"]
         .unwrap();
     std::fs::create_dir_all(d.join("state")).unwrap();
     let api_key = rt.block_on(async {
-        let db = hpcgate::store::Db::open(&config.database).await.unwrap();
+        let db = hpcgate::db::Db::open(&config.database).await.unwrap();
         let key = db
-            .create_key(&hpcgate::store::api_keys::KeyRequest {
+            .create_key(&hpcgate::db::api_keys::KeyRequest {
                 owner: "alice",
                 name: "bench",
                 groups: &[],
@@ -105,7 +105,7 @@ authenticators = ["keys"]
         db.close().await;
         key
     });
-    let snap = hpcgate::server::snapshot(&config).expect("the bench snapshot builds");
+    let snap = hpcgate::process::server::snapshot(&config).expect("the bench snapshot builds");
     let jwt = rt.block_on(async {
         let route = snap.router.find(None, "/prometheus/x").unwrap();
         let headers = headers(&format!("Basic {}", basic()));
@@ -163,7 +163,7 @@ fn request(headers: &http::HeaderMap) -> RequestHeader {
     req
 }
 
-async fn authenticate(route: &hpcgate::route::RouteEntry, headers: &http::HeaderMap) -> Caller {
+async fn authenticate(route: &hpcgate::proxy::route::RouteEntry, headers: &http::HeaderMap) -> Caller {
     let stripped = http::HeaderMap::new();
     let cookies = SetCookies::default();
     let uri: http::Uri = "/prometheus/api/v1/query".parse().unwrap();

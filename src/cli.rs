@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use crate::config::Config;
-use crate::store::api_keys::KeyRequest;
-use crate::store::{Db, now};
+use crate::db::api_keys::KeyRequest;
+use crate::db::{Db, now};
 
 pub enum ApikeyCommand {
     Create {
@@ -87,8 +87,8 @@ pub fn apikey(config: &Config, cmd: ApikeyCommand) -> Result<ExitCode, String> {
         } => check_create(config, user, name, scopes, expires)?,
         _ => None,
     };
-    if config.database.backend == crate::store::Backend::Sqlite {
-        crate::tls::create_private_dir(&config.state_dir)?;
+    if config.database.backend == crate::db::Backend::Sqlite {
+        crate::process::tls::create_private_dir(&config.state_dir)?;
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,36 +1,23 @@
 //! hpcgate: an authenticating reverse proxy and gateway for HPC centres.
 //!
-//! The request pipeline, one module per step (see `gateway.rs`, which calls them):
-//! [`sanitize`] → [`route`] → [`authenticate`] → [`authorize`] → [`upstream`] →
-//! [`rewrite`] → log ([`telemetry`]).
+//! The request's way through the crate (ARCHITECTURE.md has the whole map):
+//! [`proxy`] (sanitize → route, the pingora callbacks, upstream pools, rewrite) →
+//! [`authenticate`] → [`authorize`] → [`enforce`] (one gate per route kind) → upstream.
+//! Beside the pipeline: [`site`] (the gateway's own endpoints and pages), [`accounting`]
+//! (the CEEMS-compatible service), [`db`] (the shared database), [`process`] (serving,
+//! reload, shutdown, privileges, TLS, telemetry, audit) and [`config`].
 #![forbid(unsafe_code)]
 
 pub mod accounting;
-pub mod audit;
 pub mod authenticate;
 pub mod authorize;
 pub mod cli;
 pub mod config;
-pub mod deadlines;
-pub mod demo;
-pub mod endpoints;
+pub mod db;
 pub mod enforce;
 pub mod error;
-pub mod gateway;
-pub mod health;
-pub mod online;
-pub mod privileges;
-pub mod reload;
-pub mod rewrite;
-pub mod route;
-pub mod sanitize;
+pub mod process;
+pub mod proxy;
 pub mod secret;
-pub mod server;
-pub mod shutdown;
-pub mod slurm;
-pub mod store;
-pub mod telemetry;
-pub mod tls;
+pub mod site;
 pub mod tokens;
-pub mod upstream;
-pub mod web;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use hpcgate::{config, demo, server, telemetry, tls};
+use hpcgate::config;
+use hpcgate::process::{demo, server, telemetry, tls};
 
 #[derive(Parser)]
 #[command(
@@ -243,7 +244,7 @@ fn run(command: Command) -> Result<ExitCode, String> {
                     config.display()
                 )
             })?;
-            let pid = hpcgate::reload::signal_running(&c)?;
+            let pid = hpcgate::process::reload::signal_running(&c)?;
             println!(
                 "{}: OK; sent SIGHUP to hpcgate (pid {pid}); its log says `config reloaded` \
                  or why it kept the running config",
@@ -311,7 +312,7 @@ fn check_online(
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?
-        .block_on(hpcgate::online::check(c, timeout));
+        .block_on(hpcgate::process::online::check(c, timeout));
     let name = file.display().to_string();
     let mut bad = 0;
     for r in &results {
@@ -340,7 +341,7 @@ fn load_for_cli(path: Option<PathBuf>) -> Result<config::Config, String> {
     };
     let config = config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))?;
     // As root, act as the user the running gateway handed its state to.
-    hpcgate::privileges::become_state_owner(&config.state_dir)?;
+    hpcgate::process::privileges::become_state_owner(&config.state_dir)?;
     Ok(config)
 }
 
@@ -368,9 +369,9 @@ fn serve(path: Option<PathBuf>, allow_root: bool, upgrade: bool) -> Result<ExitC
     // The demo lives in the current directory and is for trying hpcgate out: it runs as
     // whoever started it.
     let root = if allow_root || demo_creds.is_some() {
-        hpcgate::privileges::RootPolicy::Stay
+        hpcgate::process::privileges::RootPolicy::Stay
     } else {
-        hpcgate::privileges::RootPolicy::Switch
+        hpcgate::process::privileges::RootPolicy::Switch
     };
     let opts = server::StartOptions { root, upgrade };
     server::run(config, extra, opts, move || {

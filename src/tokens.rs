@@ -82,17 +82,17 @@ fn valid_kid(kid: &str) -> bool {
 /// Returns the new key id.
 pub fn rotate(state_dir: &Path) -> Result<String, String> {
     let dir = keys_dir(state_dir);
-    crate::tls::create_private_dir(&dir)?;
+    crate::process::tls::create_private_dir(&dir)?;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
         .map_err(|e| format!("cannot generate an Ed25519 key: {e}"))?;
     let kid = random_kid()?;
-    crate::tls::write_file(
+    crate::process::tls::write_file(
         &dir.join(format!("{kid}.pem")),
         key.serialize_pem().as_bytes(),
         0o600,
     )?;
     let tmp = dir.join(format!("{CURRENT}.tmp"));
-    crate::tls::write_file(&tmp, kid.as_bytes(), 0o600)?;
+    crate::process::tls::write_file(&tmp, kid.as_bytes(), 0o600)?;
     std::fs::rename(&tmp, dir.join(CURRENT))
         .map_err(|e| format!("cannot write {}: {e}", dir.join(CURRENT).display()))?;
     // Prune the oldest keys beyond the ones kept.
@@ -283,7 +283,7 @@ impl TokenIssuer {
         &self,
         id: &crate::authenticate::Identity,
     ) -> Result<serde_json::Value, Rejection> {
-        let now = crate::store::now();
+        let now = crate::db::now();
         let ttl = self.config.ttl.as_secs() as i64;
         let claims = Claims {
             sub: id.user().to_string(),

@@ -223,14 +223,14 @@ async fn life_cycle(db_url: &str) {
 
     // Expired: written straight into the database, a minute in the past.
     let cfg = hpcgate::config::load(&gw.dir.path().join("hpcgate.toml")).unwrap();
-    let db = hpcgate::store::Db::open(&cfg.database).await.unwrap();
+    let db = hpcgate::db::Db::open(&cfg.database).await.unwrap();
     let old = db
-        .create_key(&hpcgate::store::api_keys::KeyRequest {
+        .create_key(&hpcgate::db::api_keys::KeyRequest {
             owner: "carol",
             name: "old",
             groups: &[],
             scopes: &[],
-            expires_at: Some(hpcgate::store::now() - 60),
+            expires_at: Some(hpcgate::db::now() - 60),
         })
         .await
         .unwrap();

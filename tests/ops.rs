@@ -284,7 +284,7 @@ fn client_trusting(dir: &std::path::Path) -> reqwest::Client {
 /// Writes a certificate from a new CA over the listener's files; returns the new CA's dir.
 fn replace_certificate(gw: &Gateway) -> tempfile::TempDir {
     let other = tempfile::tempdir().unwrap();
-    hpcgate::tls::generate_dev_certs(other.path(), &["localhost".into()], true).unwrap();
+    hpcgate::process::tls::generate_dev_certs(other.path(), &["localhost".into()], true).unwrap();
     for f in ["server.pem", "server-key.pem"] {
         // Same inode, new content, as `cp` over it does (owner and mode stay).
         std::fs::write(

@@ -196,7 +196,7 @@ async fn tokens_are_issued_for_passwords_and_accepted_until_they_are_not() {
     expect_error(with_bearer(&gw, &hmac).await, 401, "unauthorized").await;
 
     // Properly signed by our key, but expired / for another audience / another issuer.
-    let now = hpcgate::store::now();
+    let now = hpcgate::db::now();
     let base = serde_json::json!({"sub": "alice", "groups": [], "iss": "hpcgate", "aud": "hpcgate",
                                   "iat": now, "nbf": now, "exp": now + 600, "jti": "t"});
     let ok = sign_with_gateway_key(&gw, &base);

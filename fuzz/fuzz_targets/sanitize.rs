@@ -5,7 +5,7 @@
 #![no_main]
 
 use hpcgate::config::{IDENTITY_HEADERS, normalize_header_name};
-use hpcgate::sanitize::{Sanitizer, check_path};
+use hpcgate::proxy::sanitize::{Sanitizer, check_path};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use pingora::http::RequestHeader;

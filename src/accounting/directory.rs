@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 
 use super::store::{Arg, Scope, Sql, UnitFilter};
-use crate::store::{Db, StoreError, now};
+use crate::db::{Db, StoreError, now};
 
 /// One row of `/users`: a user on a cluster and their projects.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]

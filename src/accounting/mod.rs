@@ -1,7 +1,7 @@
 //! The accounting service: compute units (jobs), projects, users and usage, with a
 //! CEEMS-compatible HTTP API (`/api/v1/…`).
 //!
-//! It is an axum app over the gateway's database ([`crate::store::Db`]). Inside
+//! It is an axum app over the gateway's database ([`crate::db::Db`]). Inside
 //! `hpcgate serve` it listens on a Unix socket (0600) that only the gateway can reach: the
 //! gateway authenticates, authorizes and audits the request as for any upstream (a route of
 //! kind `accounting`) and writes the caller's name (`X-Grafana-User`) and groups
@@ -30,7 +30,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::secret::Secret;
-use crate::store::{Db, DbConfig, StoreError};
+use crate::db::{Db, DbConfig, StoreError};
 
 pub use store::{foreign_units, foreign_units_in};
 
@@ -156,8 +156,8 @@ pub fn standalone(config: &crate::config::Config) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
-        if config.database.backend == crate::store::Backend::Sqlite {
-            crate::tls::create_private_dir(&config.state_dir)?;
+        if config.database.backend == crate::db::Backend::Sqlite {
+            crate::process::tls::create_private_dir(&config.state_dir)?;
         }
         let where_ = crate::config::describe_url(&config.database.url);
         let db = Db::open(&config.database)

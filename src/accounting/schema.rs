@@ -1,7 +1,7 @@
 //! The accounting tables: one migration for SQLite and PostgreSQL alike (portable DDL:
 //! `BIGINT` times in Unix seconds, `DOUBLE PRECISION` metrics, 0/1 flags).
 
-/// Run by [`crate::store`] as migration 2.
+/// Run by [`crate::db`] as migration 2.
 pub const SCHEMA: &str = "
 CREATE TABLE acct_clusters (
     id TEXT PRIMARY KEY,

@@ -5,7 +5,7 @@
 use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 
-use crate::store::{Db, StoreError};
+use crate::db::{Db, StoreError};
 
 /// One compute unit (a job), as stored. Times are Unix seconds; 0 means "not yet".
 #[derive(Debug, Clone, PartialEq)]

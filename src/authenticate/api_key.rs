@@ -15,8 +15,8 @@ use subtle::ConstantTimeEq;
 use super::{Authenticator, Identity, Outcome, RequestInfo};
 use crate::config::header_is;
 use crate::error::Rejection;
-use crate::store::api_keys::{KeyRecord, PREFIX, hash_token, parse_token};
-use crate::store::{Db, now};
+use crate::db::api_keys::{KeyRecord, PREFIX, hash_token, parse_token};
+use crate::db::{Db, now};
 
 /// How often `last_used_at` is written for one key, at most.
 const TOUCH_EVERY: i64 = 60;
@@ -83,7 +83,7 @@ impl ApiKeyAuth {
         let db = self.db.clone();
         let key = id.to_string();
         // Hit or miss, for the metrics; the lookup below fills a miss (once per key).
-        crate::telemetry::metrics().cache_lookup("api_key", self.cache.contains_key(id));
+        crate::process::telemetry::metrics().cache_lookup("api_key", self.cache.contains_key(id));
         self.cache
             .try_get_with(key.clone(), async move {
                 db.find_key(&key).await.map(|found| found.map(Arc::new))

@@ -148,7 +148,7 @@ impl LdapAuth {
             None => None,
             Some(path) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for c in crate::tls::read_pem_certs(path, "LDAP CA file")? {
+                for c in crate::process::tls::read_pem_certs(path, "LDAP CA file")? {
                     roots
                         .add(c)
                         .map_err(|e| format!("LDAP CA file {}: {e}", path.display()))?;

@@ -182,7 +182,7 @@ pub struct Authenticators {
 impl Authenticators {
     pub fn build(config: &Config) -> Result<Self, String> {
         let db = if config.uses_database() {
-            Some(crate::store::Db::lazy(&config.database).map_err(|e| e.to_string())?)
+            Some(crate::db::Db::lazy(&config.database).map_err(|e| e.to_string())?)
         } else {
             None
         };
@@ -327,7 +327,7 @@ impl Authenticator for Measured {
             Outcome::Rejected(r) if r.status() == 429 => "throttled",
             Outcome::Rejected(_) => "rejected",
         };
-        let m = crate::telemetry::metrics();
+        let m = crate::process::telemetry::metrics();
         m.auth
             .with_label_values(&[self.name.as_str(), result])
             .inc();

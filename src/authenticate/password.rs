@@ -108,7 +108,7 @@ impl PasswordGuard {
                 Err(Refusal::BadPassword) => "bad_password",
                 Err(Refusal::Failed(_)) => "error",
             };
-            crate::telemetry::metrics()
+            crate::process::telemetry::metrics()
                 .password_checks
                 .with_label_values(&[self.name.as_str(), result])
                 .inc();
@@ -151,7 +151,7 @@ impl PasswordGuard {
 
     async fn cached(&self, key: &[u8; 32]) -> Option<Identity> {
         let found = self.cache.as_ref()?.get(key).await;
-        crate::telemetry::metrics().cache_lookup("password", found.is_some());
+        crate::process::telemetry::metrics().cache_lookup("password", found.is_some());
         found
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::authenticate::Caller;
 use crate::error::Rejection;
-use crate::route::{RouteEntry, prefix_matches};
+use crate::proxy::route::{RouteEntry, prefix_matches};
 use cedar::{Action, Facts, Policies, RouteFacts, Verdict};
 
 /// Proof that a request passed every admission step for its route.
@@ -69,7 +69,7 @@ pub struct Denied {
 /// slurmrestd routes, on Slurm's admin paths: see `slurm::paths`), else by method.
 pub fn action_for(route: &RouteEntry, method: &http::Method, path: &str) -> Action {
     let slurm_admin = route.config.kind == crate::config::RouteKind::Slurmrestd
-        && crate::slurm::paths::is_admin(
+        && crate::enforce::slurmrestd::paths::is_admin(
             path,
             method,
             route.config.slurm.as_ref().is_some_and(|s| s.admin_diag),
@@ -205,7 +205,7 @@ mod tests {
                     authenticators = [\"public\"]\n";
         let config = crate::config::parse(text, &dir.path().join("hpcgate.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
-        let snap = crate::server::snapshot(&config).unwrap();
+        let snap = crate::process::server::snapshot(&config).unwrap();
         let route = snap.router.find(None, "/app/x").unwrap().clone();
         (dir, route, snap.policies.clone())
     }

@@ -99,7 +99,7 @@ impl RateLimiters {
         match wait {
             None => Ok(()),
             Some(w) => Err({
-                crate::telemetry::metrics()
+                crate::process::telemetry::metrics()
                     .rate_limited
                     .with_label_values(&[route.name.as_str()])
                     .inc();

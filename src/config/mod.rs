@@ -79,12 +79,12 @@ pub struct Config {
     pub audit_backlog: usize,
     pub redis_url: Option<Secret>,
     pub redis_timeout: Duration,
-    pub database: crate::store::DbConfig,
+    pub database: crate::db::DbConfig,
     pub tokens: Tokens,
     /// `[accounting]`, if the service is on.
     pub accounting: Option<crate::accounting::AccountingConfig>,
     /// `[web]`, if the user page is on.
-    pub web: Option<crate::web::WebConfig>,
+    pub web: Option<crate::site::web::WebConfig>,
 }
 
 impl Config {
@@ -371,7 +371,7 @@ pub struct SlurmRoute {
 #[derive(Debug, Clone)]
 pub enum SlurmTokenMode {
     /// Sign a token per user with Slurm's HS256 key (read and permission-checked here).
-    Mint { key: crate::slurm::JwtKey },
+    Mint { key: crate::enforce::slurmrestd::JwtKey },
     /// One token of the SlurmUser, re-read from this file.
     Impersonate { token_file: PathBuf },
     /// The user's own IdP bearer token.

@@ -645,7 +645,7 @@ impl Validator {
                 (Some(cert), Some(key_path)) => {
                     let cert = resolve_path(&self.base, &cert);
                     let key_file = resolve_path(&self.base, &key_path);
-                    match crate::tls::load_certified_key(&cert, &key_file) {
+                    match crate::process::tls::load_certified_key(&cert, &key_file) {
                         Ok(loaded) => Some(TlsFiles {
                             cert,
                             key: key_file,
@@ -694,7 +694,7 @@ impl Validator {
                     None
                 }
                 (Some(ca), Some(_)) => {
-                    match crate::tls::read_pem_certs(&resolve_path(&self.base, &ca), "CA file") {
+                    match crate::process::tls::read_pem_certs(&resolve_path(&self.base, &ca), "CA file") {
                         Ok(certs) => Some(certs),
                         Err(e) => {
                             self.err(format!("{key}.client_ca"), e);
@@ -767,7 +767,7 @@ impl Validator {
         }
         let tls_ca = p.tls_ca.map(|c| resolve_path(&self.base, &c));
         if let Some(ca) = &tls_ca
-            && let Err(e) = crate::tls::read_pem_certs(ca, "CA file")
+            && let Err(e) = crate::process::tls::read_pem_certs(ca, "CA file")
         {
             self.err(format!("{key}.tls_ca"), e);
         }
@@ -930,7 +930,7 @@ impl Validator {
                 }
                 let tls_ca = tls_ca.map(|c| resolve_path(&self.base, &c));
                 if let Some(ca) = &tls_ca
-                    && let Err(e) = crate::tls::read_pem_certs(ca, "CA file")
+                    && let Err(e) = crate::process::tls::read_pem_certs(ca, "CA file")
                 {
                     self.err(format!("{key}.tls_ca"), e);
                 }
@@ -1234,7 +1234,7 @@ impl Validator {
             let slurm = self.slurm_route(&key, kind, r.slurm, &r.authenticators, auths);
             let Ok(path_prefix) = prefix else { continue };
             for (j, p) in admin_paths.iter().enumerate() {
-                if !crate::route::prefix_matches(&path_prefix, p) {
+                if !crate::proxy::route::prefix_matches(&path_prefix, p) {
                     self.err(
                         format!("{key}.admin_paths[{j}]"),
                         format!("`{p}` is not under the route's path_prefix `{path_prefix}`"),
@@ -1293,7 +1293,7 @@ fn normalize_prefix(p: &str) -> Result<String, String> {
     // characters stand unencoded: a prefix with any other could never match.
     if !p
         .bytes()
-        .all(|b| b == b'/' || crate::sanitize::is_path_char(b))
+        .all(|b| b == b'/' || crate::proxy::sanitize::is_path_char(b))
     {
         return Err(format!(
             "`{p}` may only hold letters, digits, / and -._~!$&'()*+,=:@ (requests are \

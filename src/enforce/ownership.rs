@@ -9,7 +9,7 @@ use std::time::Duration;
 use moka::future::Cache;
 
 use crate::error::Rejection;
-use crate::store::Db;
+use crate::db::Db;
 
 /// Most ids named in one refusal (the rest are counted).
 const NAMED: usize = 10;

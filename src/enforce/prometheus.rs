@@ -487,7 +487,7 @@ pub async fn admit(
     };
     // Retention pools pick a backend by the time range, for admins too.
     let now = (permit.route().pool.config.balance == Balance::Retention)
-        .then(|| crate::store::now() as f64);
+        .then(|| crate::db::now() as f64);
     let method = session.req_header().method.clone();
     let enforcing = user.is_some() && route.promql != PromqlMode::Off;
     let rel = match path.strip_prefix(route.path_prefix.as_str()) {

@@ -181,7 +181,7 @@ pub fn bin() -> &'static str {
 /// `@TLS_PORT@` in the body becomes the TLS listener's port (for URLs the config must name,
 /// such as an OIDC redirect URL).
 pub fn write_config(dir: &Path, setup: &Setup, tls_port: u16, plain_port: u16, v6: Option<u16>) {
-    hpcgate::tls::generate_dev_certs(
+    hpcgate::process::tls::generate_dev_certs(
         dir,
         &["localhost".into(), "127.0.0.1".into(), "::1".into()],
         true,

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{AppState, Trust};
-use crate::store::StoreError;
+use crate::db::StoreError;
 
 pub use params::Params;
 

@@ -201,7 +201,7 @@ async fn list(
     let cfg = &state.cfg;
     let fields = params.fields(UNIT_FIELDS)?;
     let mut f = params.unit_filter(
-        crate::store::now(),
+        crate::db::now(),
         cfg.max_query_window.as_secs() as i64,
         users,
     )?;

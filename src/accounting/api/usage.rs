@@ -103,7 +103,7 @@ async fn answer(
 ) -> Result<Response, ApiError> {
     let fields = params.fields(FIELDS)?;
     let f = params.unit_filter(
-        crate::store::now(),
+        crate::db::now(),
         state.cfg.max_query_window.as_secs() as i64,
         users,
     )?;

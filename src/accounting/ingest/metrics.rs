@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::accounting::AccountingConfig;
 use crate::accounting::store::{self, Measured, Unit};
 use crate::secret::Secret;
-use crate::store::{Db, now};
+use crate::db::{Db, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {

@@ -8,7 +8,7 @@ pub mod slurm;
 use std::sync::Arc;
 
 use crate::accounting::AccountingConfig;
-use crate::store::Db;
+use crate::db::Db;
 
 /// Starts the pull loops of every configured cluster; they stop when `shutdown` fires.
 pub fn spawn_all(

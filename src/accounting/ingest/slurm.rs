@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::accounting::directory;
 use crate::accounting::store::{self, Unit};
 use crate::config::SlurmTokenMode;
-use crate::store::{Db, now};
+use crate::db::{Db, now};
 
 /// The watermark's source name.
 pub const SOURCE: &str = "slurmdb";
@@ -91,10 +91,10 @@ struct Source {
 impl Source {
     async fn token(&self) -> Result<String, String> {
         match &self.cfg.token {
-            SlurmTokenMode::Mint { key } => crate::slurm::mint_token(key, &self.cfg.user, 600),
+            SlurmTokenMode::Mint { key } => crate::enforce::slurmrestd::mint_token(key, &self.cfg.user, 600),
             SlurmTokenMode::Impersonate { token_file } => tokio::fs::read_to_string(token_file)
                 .await
-                .map(|t| crate::slurm::token_in_file(&t).to_string())
+                .map(|t| crate::enforce::slurmrestd::token_in_file(&t).to_string())
                 .map_err(|e| format!("cannot read {}: {e}", token_file.display())),
             SlurmTokenMode::Passthrough => Err("no token for the ingest".into()),
         }
@@ -118,8 +118,8 @@ impl Source {
         let resp = self
             .http
             .get(&url)
-            .header(crate::slurm::USER_HEADER, &self.cfg.user)
-            .header(crate::slurm::TOKEN_HEADER, token)
+            .header(crate::enforce::slurmrestd::USER_HEADER, &self.cfg.user)
+            .header(crate::enforce::slurmrestd::TOKEN_HEADER, token)
             .send()
             .await
             .map_err(|e| format!("slurmrestd at {}: {e}", self.cfg.url))?;

@@ -2,7 +2,7 @@
 //! PostgreSQL through the gateway).
 
 use super::*;
-use crate::store::{Db, DbConfig};
+use crate::db::{Db, DbConfig};
 
 pub(crate) async fn fresh() -> (tempfile::TempDir, Db) {
     let dir = tempfile::tempdir().unwrap();

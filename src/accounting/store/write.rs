@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use super::{UNIT_COLUMNS, Unit, unit};
-use crate::store::{Backend, Db, StoreError, now};
+use crate::db::{Backend, Db, StoreError, now};
 
 /// Makes the admins from the config the `config` admins (others, from other sources, stay).
 pub async fn sync_config(

@@ -1,5 +1,5 @@
 //! Ended sessions (logout), as the `oidc_login` authenticator checks them: the shared list in
-//! the gateway's database (`crate::store::sessions`), each answer cached for at most a second,
+//! the gateway's database (`crate::db::sessions`), each answer cached for at most a second,
 //! so that a logout on one replica holds on every replica within that time. The database not
 //! answering is a 503: a session is never accepted without asking it.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::Rejection;
-use crate::store::Db;
+use crate::db::Db;
 
 /// How long an answer of the database is trusted.
 const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -50,7 +50,7 @@ impl EndedSessions {
     /// Whether the session `id` was ended (on any replica, a second ago at the latest).
     pub(super) async fn is_ended(&self, id: &str) -> Result<bool, Rejection> {
         let key = hash(id);
-        crate::telemetry::metrics().cache_lookup("ended_sessions", self.cache.contains_key(&key));
+        crate::process::telemetry::metrics().cache_lookup("ended_sessions", self.cache.contains_key(&key));
         let db = self.db.clone();
         self.cache
             .try_get_with(key.clone(), async move { db.session_ended(&key).await })
@@ -68,7 +68,7 @@ impl EndedSessions {
             .map_err(unavailable)?;
         self.cache.insert(key, true).await;
         // Housekeeping: the logout itself is done whatever happens here.
-        match self.db.purge_ended_sessions(crate::store::now()).await {
+        match self.db.purge_ended_sessions(crate::db::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(purged = n, "expired ended sessions forgotten"),
             Err(e) => tracing::warn!(error = %e, "cannot purge expired ended sessions"),
@@ -80,7 +80,7 @@ impl EndedSessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DbConfig;
+    use crate::db::DbConfig;
 
     #[tokio::test]
     async fn an_ended_session_is_refused_and_the_database_down_is_503() {

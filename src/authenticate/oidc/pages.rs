@@ -29,7 +29,7 @@ use super::session::{
     clear_split_cookies, cookie_values, set_cookie,
 };
 use crate::authenticate::{Caller, RequestInfo};
-use crate::endpoints::Reply;
+use crate::site::ops::Reply;
 use crate::error::Rejection;
 
 /// A page of the login flow.
@@ -306,7 +306,7 @@ impl OidcLogin {
         req: &RequestInfo<'_>,
         csrf: Option<&str>,
     ) -> Result<PageReply, Rejection> {
-        if crate::web::csrf::cross_site(req.headers) {
+        if crate::site::web::csrf::cross_site(req.headers) {
             return Err(Rejection::Forbidden(
                 "logout from another site is refused".into(),
             ));

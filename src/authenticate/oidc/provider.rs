@@ -143,7 +143,7 @@ pub fn http_client(cfg: &ProviderConfig) -> Result<reqwest::Client, String> {
         .user_agent(concat!("hpcgate/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &cfg.tls_ca {
         b = b.tls_built_in_root_certs(false);
-        for c in crate::tls::read_pem_certs(path, "IdP CA file")? {
+        for c in crate::process::tls::read_pem_certs(path, "IdP CA file")? {
             let cert = reqwest::Certificate::from_der(c.as_ref())
                 .map_err(|e| format!("IdP CA file {}: {e}", path.display()))?;
             b = b.add_root_certificate(cert);

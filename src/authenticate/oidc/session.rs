@@ -205,7 +205,7 @@ pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], String> {
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
-    crate::store::now().max(0) as u64
+    crate::db::now().max(0) as u64
 }
 
 /// How long a session lives.

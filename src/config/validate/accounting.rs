@@ -142,7 +142,7 @@ impl Validator {
             );
         }
         let user = raw.user.unwrap_or_else(|| "root".into());
-        if !crate::slurm::is_posix_name(&user) {
+        if !crate::enforce::slurmrestd::is_posix_name(&user) {
             self.err(
                 format!("{key}.user"),
                 format!("`{user}` is not a valid POSIX user name"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Validator;
 use crate::config::{Authenticator, Tokens, TrustedHeader, normalize_header_name, raw};
 use crate::secret::Secret;
-use crate::store::{Backend, DbConfig};
+use crate::db::{Backend, DbConfig};
 
 impl Validator {
     pub(super) fn database(&mut self, raw: raw::Database, state_dir: &std::path::Path) -> DbConfig {

@@ -170,7 +170,7 @@ impl Validator {
         }
         let tls_ca = c.tls_ca.as_ref().map(|p| resolve_path(&self.base, p));
         if let Some(ca) = &tls_ca
-            && let Err(e) = crate::tls::read_pem_certs(ca, "CA file")
+            && let Err(e) = crate::process::tls::read_pem_certs(ca, "CA file")
         {
             self.err(format!("{key}.tls_ca"), e);
         }

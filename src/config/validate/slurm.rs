@@ -163,14 +163,14 @@ impl Validator {
             );
         }
         let health_user = raw.health_user.unwrap_or_else(|| "root".into());
-        if !crate::slurm::is_posix_name(&health_user) {
+        if !crate::enforce::slurmrestd::is_posix_name(&health_user) {
             self.err(
                 format!("{key}.health_user"),
                 format!("`{health_user}` is not a valid POSIX user name"),
             );
         }
         for (from, to) in &raw.user_map {
-            if !crate::slurm::is_posix_name(to) {
+            if !crate::enforce::slurmrestd::is_posix_name(to) {
                 self.err(
                     format!("{key}.user_map.{from}"),
                     format!("`{to}` is not a valid POSIX user name"),
@@ -215,7 +215,7 @@ impl Validator {
                 None
             }
             Ok(bytes) => Some(SlurmTokenMode::Mint {
-                key: crate::slurm::JwtKey::new(bytes),
+                key: crate::enforce::slurmrestd::JwtKey::new(bytes),
             }),
             Err(e) => {
                 self.err(field, e);
@@ -238,7 +238,7 @@ impl Validator {
         let checked = private_file(&path, "Slurm token file")
             .and_then(|()| crate::secret::read_secret_file(&path))
             .and_then(|t| {
-                crate::slurm::unverified_expiry(&t)
+                crate::enforce::slurmrestd::unverified_expiry(&t)
                     .map(|_| ())
                     .ok_or_else(|| format!("{} does not hold a JWT", path.display()))
             });

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use super::Validator;
 use crate::config::{Authenticator, Route, raw};
-use crate::web::WebConfig;
-use crate::web::grafana::GrafanaTemplate;
+use crate::site::web::WebConfig;
+use crate::site::web::grafana::GrafanaTemplate;
 
 impl Validator {
     pub(super) fn web(

@@ -18,7 +18,7 @@ use pingora::prelude::*;
 use crate::authenticate::api_key::API_KEY_HEADER;
 use crate::authorize::Permit;
 use crate::config::BackendAddr;
-use crate::route;
+use crate::proxy::route;
 
 /// Facts about the downstream connection the rewrite needs.
 pub struct Downstream<'a> {
@@ -82,7 +82,7 @@ pub fn drop_own_set_cookies(resp: &mut ResponseHeader) -> usize {
 pub fn response(resp: &mut ResponseHeader, route: &str, request_id: &str) {
     let dropped = drop_own_set_cookies(resp);
     if dropped > 0 {
-        crate::telemetry::metrics()
+        crate::process::telemetry::metrics()
             .upstream_own_cookies
             .with_label_values(&[route])
             .inc();

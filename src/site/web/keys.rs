@@ -5,7 +5,7 @@
 use maud::{Markup, html};
 
 use super::page::{EXPIRY_DAYS, View, time};
-use crate::store::api_keys::KeyRecord;
+use crate::db::api_keys::KeyRecord;
 
 fn key_state(k: &KeyRecord, now: i64) -> &'static str {
     if k.revoked_at.is_some() {

@@ -12,6 +12,8 @@
 //! health checks (`health.rs`) take a backend out of every pool, even its only one, while
 //! they find it down.
 
+pub mod health;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -24,7 +26,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{self, BackendAddr, Balance};
 use crate::error::Rejection;
-use crate::health::BackendHealth;
+use crate::proxy::upstream::health::BackendHealth;
 
 pub struct Pool {
     pub config: config::Pool,
@@ -120,7 +122,7 @@ impl Pool {
             Balance::LeastConnections => least_busy(&mut usable.clone()),
             Balance::Retention => {
                 // How far back the request reads, in seconds (0: only recent data).
-                let reach = earliest.map_or(0.0, |e| crate::store::now() as f64 - e);
+                let reach = earliest.map_or(0.0, |e| crate::db::now() as f64 - e);
                 let holds = |i: &usize| {
                     let r = self.retention[*i].load(Ordering::Relaxed);
                     r > 0 && r as f64 >= reach
@@ -254,7 +256,7 @@ impl Drop for Lease {
 }
 
 fn load_ca(path: &std::path::Path) -> Result<Arc<[WrappedX509]>, String> {
-    let certs = crate::tls::read_pem_certs(path, "CA file")?;
+    let certs = crate::process::tls::read_pem_certs(path, "CA file")?;
     let mut out = Vec::new();
     for c in certs {
         let der = c.to_vec();
@@ -349,7 +351,7 @@ mod tests {
             Balance::Retention,
             vec![Some(2 * day), Some(3650 * day)],
         ));
-        let now = crate::store::now() as f64;
+        let now = crate::db::now() as f64;
         // A range reaching back ten days: only the long-term store holds it.
         for _ in 0..4 {
             assert_eq!(p.select(&[], Some(now - 10.0 * 86_400.0)).unwrap(), 1);
@@ -371,7 +373,7 @@ mod tests {
     fn retention_unknown_until_read() {
         let day = Duration::from_secs(86_400);
         let p = pool_with(2, Balance::Retention, vec![None, None]);
-        let now = crate::store::now() as f64;
+        let now = crate::db::now() as f64;
         assert_eq!(p.retention(1), None);
         // Nothing known: any backend (round-robin among equals).
         assert!(p.select(&[], Some(now - 86_400.0)).is_ok());

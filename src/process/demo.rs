@@ -16,7 +16,7 @@ use pingora::services::background::BackgroundService;
 use serde_json::{Map, Value, json};
 
 use crate::authenticate::static_users::hash_password;
-use crate::tls::{generate_dev_certs, write_file};
+use crate::process::tls::{generate_dev_certs, write_file};
 
 pub const DIR: &str = "hpcgate-demo";
 
@@ -240,7 +240,7 @@ impl BackgroundService for EchoUpstream {
 /// Demo units, projects and usage for alice and bob, written once at start (relative to
 /// now, so that the default 24 h window of `/api/v1/units` shows them).
 pub struct AccountingSeed {
-    pub db: crate::store::DbConfig,
+    pub db: crate::db::DbConfig,
 }
 
 /// (uuid, user, project, hours ago it ended (0: running), hours it ran, cpus, gpus, kWh).
@@ -264,9 +264,9 @@ const DEMO_UNITS: &[DemoUnit] = &[
     ("1006", "bob", "genomics", 30, 6, 128, 0, 9.5),
 ];
 
-async fn seed(db: &crate::store::Db) -> Result<(), crate::store::StoreError> {
+async fn seed(db: &crate::db::Db) -> Result<(), crate::db::StoreError> {
     use crate::accounting::store::Unit;
-    let now = crate::store::now();
+    let now = crate::db::now();
     let units: Vec<Unit> = DEMO_UNITS
         .iter()
         .map(|&(uuid, user, project, ago, hours, cpus, gpus, kwh)| {
@@ -312,7 +312,7 @@ async fn seed(db: &crate::store::Db) -> Result<(), crate::store::StoreError> {
 #[async_trait]
 impl BackgroundService for AccountingSeed {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let result = match crate::store::Db::lazy(&self.db) {
+        let result = match crate::db::Db::lazy(&self.db) {
             Ok(db) => seed(&db).await,
             Err(e) => Err(e),
         };

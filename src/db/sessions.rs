@@ -43,7 +43,7 @@ impl Db {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Db, DbConfig};
+    use crate::db::{Db, DbConfig};
 
     #[tokio::test]
     async fn ended_sessions_are_listed_until_they_expire_then_purged() {

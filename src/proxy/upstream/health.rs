@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{BackendAddr, Balance, HealthCheck};
-use crate::slurm::SlurmGate;
-use crate::upstream::Pool;
+use crate::enforce::slurmrestd::SlurmGate;
+use crate::proxy::upstream::Pool;
 
 /// A pool, with the Slurm step of a slurmrestd route in front of it (for the check's token).
 #[derive(Clone)]
@@ -289,8 +289,8 @@ async fn check(
         match slurm.health_headers().await {
             Ok(Some((user, token))) => {
                 req = req
-                    .header(crate::slurm::USER_HEADER, user)
-                    .header(crate::slurm::TOKEN_HEADER, token);
+                    .header(crate::enforce::slurmrestd::USER_HEADER, user)
+                    .header(crate::enforce::slurmrestd::TOKEN_HEADER, token);
             }
             Ok(None) => {}
             Err(e) => {
@@ -304,7 +304,7 @@ async fn check(
     let start = Instant::now();
     let result = req.send().await;
     let latency = start.elapsed().as_secs_f64() * 1000.0;
-    let now = Some(crate::audit::now_rfc3339());
+    let now = Some(crate::process::audit::now_rfc3339());
     match result {
         Ok(r) if r.status().is_success() => {
             let slurm_ping = match &t.slurm {

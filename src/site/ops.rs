@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::authenticate::Caller;
 use crate::error::Rejection;
-use crate::gateway::Snapshot;
+use crate::proxy::gateway::Snapshot;
 
 /// A response the gateway writes itself.
 pub struct Reply {
@@ -123,7 +123,7 @@ impl Endpoint {
         Ok(match self {
             Endpoint::Healthz => Reply::json(200, json!({"status": "success", "data": "ok"})),
             Endpoint::Ready => {
-                if crate::shutdown::draining() {
+                if crate::process::shutdown::draining() {
                     Reply::json(
                         503,
                         json!({"status": "error", "errorType": "unavailable",
@@ -149,16 +149,16 @@ impl Endpoint {
                     .identity()
                     .is_some_and(|id| snap.policies.is_admin(id))
                 {
-                    let mut v = crate::health::status(&snap.pools);
-                    v["data"]["process"] = crate::privileges::status();
-                    v["data"]["config"] = crate::reload::status();
+                    let mut v = crate::proxy::upstream::health::status(&snap.pools);
+                    v["data"]["process"] = crate::process::privileges::status();
+                    v["data"]["config"] = crate::process::reload::status();
                     Reply::json(200, v)
                 } else {
-                    Reply::json(200, crate::health::summary(&snap.pools))
+                    Reply::json(200, crate::proxy::upstream::health::summary(&snap.pools))
                 }
             }
             Endpoint::Metrics => {
-                let m = crate::telemetry::metrics();
+                let m = crate::process::telemetry::metrics();
                 m.observe_backends(&snap.pools);
                 Reply {
                     status: 200,

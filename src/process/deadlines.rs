@@ -219,7 +219,7 @@ impl Timed {
             return Poll::Pending;
         }
         self.state = State::Closed;
-        let metrics = crate::telemetry::metrics();
+        let metrics = crate::process::telemetry::metrics();
         if state == State::Idle {
             metrics
                 .connections_timed_out

@@ -137,7 +137,7 @@ impl AuditLog {
                 return;
             }
         }
-        crate::telemetry::metrics().audit_dropped.inc();
+        crate::process::telemetry::metrics().audit_dropped.inc();
         if !self.dropping.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 "audit records are being dropped: the audit log's writer is behind by \

@@ -38,7 +38,7 @@ pub fn init_logging(cfg: &Logging) {
 /// verdict, or `denied_by_policy` when policy refused), and the upstream's pool, backend
 /// and status class when the request went upstream.
 pub fn observe_request(
-    admission: &crate::gateway::Admission,
+    admission: &crate::proxy::gateway::Admission,
     denied_by_policy: Option<bool>,
     route: &str,
     backend: &str,
@@ -48,14 +48,14 @@ pub fn observe_request(
 ) {
     let m = metrics();
     let decision = match (admission, denied_by_policy) {
-        (crate::gateway::Admission::Admitted(p), _) => p.verdict().map(|_| "allow"),
+        (crate::proxy::gateway::Admission::Admitted(p), _) => p.verdict().map(|_| "allow"),
         (_, Some(allowed)) => Some(if allowed { "allow" } else { "deny" }),
         _ => None,
     };
     if let Some(d) = decision {
         m.policy_decisions.with_label_values(&[route, d]).inc();
     }
-    if let crate::gateway::Admission::Admitted(p) = admission
+    if let crate::proxy::gateway::Admission::Admitted(p) = admission
         && !backend.is_empty()
     {
         let pool = p.route().pool.config.name.as_str();
@@ -341,7 +341,7 @@ impl Metrics {
 
     /// Sets `backend_up` from the pools of the running config (dropping pools a reload
     /// removed), just before a scrape.
-    pub fn observe_backends(&self, targets: &[crate::health::Target]) {
+    pub fn observe_backends(&self, targets: &[crate::proxy::upstream::health::Target]) {
         self.backend_up.reset();
         for t in targets {
             let p = &t.pool;

@@ -29,9 +29,9 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
-use crate::gateway::Snapshot;
-use crate::health::Target;
-use crate::tls::CertStore;
+use crate::proxy::gateway::Snapshot;
+use crate::proxy::upstream::health::Target;
+use crate::process::tls::CertStore;
 
 /// What the listeners are made of; a reload may not change it.
 #[derive(Debug, PartialEq)]
@@ -148,7 +148,7 @@ impl Reloader {
         let path = self.path.clone();
         let built = tokio::task::spawn_blocking(move || {
             let config = crate::config::load(&path).map_err(|e| e.to_string())?;
-            let snap = crate::server::snapshot(&config)?;
+            let snap = crate::process::server::snapshot(&config)?;
             Ok::<_, String>((config, snap))
         })
         .await
@@ -188,7 +188,7 @@ impl Reloader {
         let pools = snap.pools.clone();
         self.shared.store(Arc::new(snap));
         let _ = self.targets.send(pools);
-        crate::telemetry::metrics()
+        crate::process::telemetry::metrics()
             .config_reloads
             .with_label_values(&["ok"])
             .inc();
@@ -203,7 +203,7 @@ impl Reloader {
     }
 
     fn refuse(&self, error: String) {
-        crate::telemetry::metrics()
+        crate::process::telemetry::metrics()
             .config_reloads
             .with_label_values(&["error"])
             .inc();
@@ -233,10 +233,10 @@ impl Reloader {
             w.seen = now;
             let (cert, key) = (w.cert.clone(), w.key.clone());
             let loaded =
-                tokio::task::spawn_blocking(move || crate::tls::load_certified_key(&cert, &key))
+                tokio::task::spawn_blocking(move || crate::process::tls::load_certified_key(&cert, &key))
                     .await
                     .unwrap_or_else(|e| Err(format!("internal: {e}")));
-            let m = &crate::telemetry::metrics().certificate_reloads;
+            let m = &crate::process::telemetry::metrics().certificate_reloads;
             match loaded {
                 Ok(k) => {
                     w.store.replace(Arc::new(k));
@@ -305,7 +305,7 @@ struct Outcome {
 static OUTCOME: Mutex<Option<Outcome>> = Mutex::new(None);
 
 fn record(result: Result<(), String>, path: &Path) {
-    let at = crate::audit::now_rfc3339();
+    let at = crate::process::audit::now_rfc3339();
     if let Ok(mut o) = OUTCOME.lock() {
         let applied_at = match (&result, o.as_ref()) {
             (Err(_), Some(prev)) => prev.applied_at.clone(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::authenticate::RouteAuth;
 use crate::config::Route;
-use crate::upstream::Pool;
+use crate::proxy::upstream::Pool;
 
 /// A route with what it needs at request time.
 pub struct RouteEntry {
@@ -13,7 +13,7 @@ pub struct RouteEntry {
     pub auth: RouteAuth,
     pub pool: Arc<Pool>,
     /// The Slurm step (`slurmrestd` routes only).
-    pub slurm: Option<Arc<crate::slurm::SlurmGate>>,
+    pub slurm: Option<Arc<crate::enforce::slurmrestd::SlurmGate>>,
     /// The job-ownership check (`prometheus` routes in `ownership` mode only).
     pub ownership: Option<Arc<crate::enforce::ownership::Ownership>>,
 }

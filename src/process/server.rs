@@ -13,11 +13,11 @@ use pingora::services::background::BackgroundService;
 
 use crate::authenticate::Authenticators;
 use crate::config::Config;
-use crate::gateway::{Gateway, Snapshot};
-use crate::route::{RouteEntry, Router};
-use crate::sanitize::Sanitizer;
-use crate::tls::CertStore;
-use crate::upstream::Pool;
+use crate::proxy::gateway::{Gateway, Snapshot};
+use crate::proxy::route::{RouteEntry, Router};
+use crate::proxy::sanitize::Sanitizer;
+use crate::process::tls::CertStore;
+use crate::proxy::upstream::Pool;
 
 /// Each client connection's transport buffers. Pingora's default puts a 64 KiB read buffer
 /// in front of every accepted socket; the HTTP layer reads request heads into its own
@@ -53,10 +53,10 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
             slurm: r
                 .slurm
                 .as_ref()
-                .map(|s| Arc::new(crate::slurm::SlurmGate::new(&r.name, s))),
+                .map(|s| Arc::new(crate::enforce::slurmrestd::SlurmGate::new(&r.name, s))),
             ownership: match r.promql {
                 crate::enforce::prometheus::PromqlMode::Ownership { .. } => {
-                    let db = crate::store::Db::lazy(&config.database)
+                    let db = crate::db::Db::lazy(&config.database)
                         .map_err(|e| format!("route {}: database: {e}", r.name))?;
                     Some(Arc::new(crate::enforce::ownership::Ownership::new(db)))
                 }
@@ -66,7 +66,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
     }
     let targets = pools
         .values()
-        .map(|pool| crate::health::Target {
+        .map(|pool| crate::proxy::upstream::health::Target {
             pool: pool.clone(),
             // A slurmrestd route in front of the pool lends the check its Slurm token.
             slurm: routes
@@ -103,7 +103,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
             .collect(),
         policies: config.policies.clone(),
         utc_offset: config.utc_offset,
-        audit: Arc::new(crate::audit::AuditLog::open(
+        audit: Arc::new(crate::process::audit::AuditLog::open(
             &config.audit,
             config.audit_backlog,
         )?),
@@ -115,7 +115,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
         token_auth,
         token_issuer,
         signing_keys: auths.signing_keys.clone(),
-        web: crate::web::Web::build(config, auths.login())?,
+        web: crate::site::web::Web::build(config, auths.login())?,
         login: auths.login(),
         pools: targets,
     })
@@ -174,11 +174,11 @@ async fn prepare_database(config: &Config) -> Result<(), String> {
     if !config.uses_database() {
         return Ok(());
     }
-    if config.database.backend == crate::store::Backend::Sqlite || config.accounting.is_some() {
-        crate::tls::create_private_dir(&config.state_dir)?;
+    if config.database.backend == crate::db::Backend::Sqlite || config.accounting.is_some() {
+        crate::process::tls::create_private_dir(&config.state_dir)?;
     }
     let where_ = crate::config::describe_url(&config.database.url);
-    let db = crate::store::Db::open(&config.database)
+    let db = crate::db::Db::open(&config.database)
         .await
         .map_err(|e| format!("{}: {e} ({where_})", config.path.display()))?;
     db.close().await;
@@ -189,7 +189,7 @@ async fn prepare_database(config: &Config) -> Result<(), String> {
 /// How `serve` was started.
 #[derive(Debug, Clone, Copy)]
 pub struct StartOptions {
-    pub root: crate::privileges::RootPolicy,
+    pub root: crate::process::privileges::RootPolicy,
     /// Take the listeners over from a running gateway (pingora's graceful upgrade).
     pub upgrade: bool,
 }
@@ -208,7 +208,7 @@ pub fn run(
 ) -> Result<(), String> {
     // rustls needs one process-wide crypto provider; pingora installs ring as well.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    crate::tls::create_private_dir(&config.state_dir)?;
+    crate::process::tls::create_private_dir(&config.state_dir)?;
     // pingora's runtimes are created inside `run`; this small one brings the database schema
     // up to date before anything is served. It is dropped (with its threads) right after.
     tokio::runtime::Builder::new_current_thread()
@@ -219,7 +219,7 @@ pub fn run(
 
     // Listeners are opened here (not by pingora) when privileges are about to be dropped, and
     // handed to pingora like an old process hands them over in a graceful upgrade.
-    let prebind = !opts.upgrade && crate::privileges::will_drop(opts.root);
+    let prebind = !opts.upgrade && crate::process::privileges::will_drop(opts.root);
     let listeners = if prebind {
         Some(bind_listeners(&config)?)
     } else {
@@ -246,20 +246,20 @@ pub fn run(
         Some(l) => hand_to_pingora(&mut server, l, &config.process.upgrade_socket)?,
         None => server.bootstrap(),
     }
-    crate::reload::write_pid_file(&config.process.pid_file)?;
+    crate::process::reload::write_pid_file(&config.process.pid_file)?;
     let mut owned = vec![
         config.state_dir.as_path(),
         config.process.pid_file.as_path(),
     ];
     if let crate::config::AuditSink::File(p) = &config.audit {
-        crate::audit::create(p)?;
+        crate::process::audit::create(p)?;
         owned.push(p.as_path());
     }
     let was_root = nix::unistd::Uid::effective().is_root();
-    if was_root && opts.root == crate::privileges::RootPolicy::Switch {
+    if was_root && opts.root == crate::process::privileges::RootPolicy::Switch {
         refuse_config_in_state_dir(&config)?;
     }
-    crate::privileges::drop_to(&config.process.user, opts.root, &owned)?;
+    crate::process::privileges::drop_to(&config.process.user, opts.root, &owned)?;
     // Read everything again as the user the gateway now is, as every reload will: a file
     // only root can read stops the start here instead of failing the first reload.
     let reread;
@@ -277,7 +277,7 @@ pub fn run(
     };
     let snap = snapshot(current)?;
     let (targets_tx, targets_rx) = tokio::sync::watch::channel(snap.pools.clone());
-    let checker = crate::health::HealthChecker {
+    let checker = crate::proxy::upstream::health::HealthChecker {
         targets: targets_rx,
     };
     let shared = Arc::new(arc_swap::ArcSwap::from_pointee(snap));
@@ -290,7 +290,7 @@ pub fn run(
     proxy.server_options = Some(options);
     let mut svc = pingora::services::listening::Service::new(
         "hpcgate".to_string(),
-        crate::deadlines::Deadlines::new(
+        crate::process::deadlines::Deadlines::new(
             proxy,
             config.request_head_timeout,
             config.keepalive_timeout,
@@ -331,7 +331,7 @@ pub fn run(
     ));
     if let Some(acct) = &config.accounting {
         if let Some(dir) = acct.socket.parent() {
-            crate::tls::create_private_dir(dir)?;
+            crate::process::tls::create_private_dir(dir)?;
         }
         server.add_service(pingora::services::background::background_service(
             "accounting",
@@ -340,7 +340,7 @@ pub fn run(
     }
     server.add_service(pingora::services::background::background_service(
         "reload",
-        crate::reload::Reloader::new(&config, shared, targets_tx, certs),
+        crate::process::reload::Reloader::new(&config, shared, targets_tx, certs),
     ));
     for (i, b) in extra.into_iter().enumerate() {
         server.add_service(pingora::services::background::background_service(
@@ -358,7 +358,7 @@ pub fn run(
     }
     on_start();
     server.run(RunArgs {
-        shutdown_signal: Box::new(crate::shutdown::Signals),
+        shutdown_signal: Box::new(crate::process::shutdown::Signals),
     });
     Ok(())
 }

@@ -86,7 +86,7 @@ fn targets(config: &Config) -> Vec<(String, String, Probe)> {
     {
         out.push(("rate_limits.redis_url".into(), hp.clone(), Probe::Tcp(hp)));
     }
-    if config.uses_database() && config.database.backend != crate::store::Backend::Sqlite {
+    if config.uses_database() && config.database.backend != crate::db::Backend::Sqlite {
         let url = config.database.url.expose();
         if let Some(hp) = host_port(url, 5432) {
             out.push(("database.url".into(), hp.clone(), Probe::Tcp(hp)));

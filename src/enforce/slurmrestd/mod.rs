@@ -99,7 +99,7 @@ pub fn unverified_expiry(token: &str) -> Option<Option<i64>> {
     Some(unverified_claims.get("exp").and_then(|v| v.as_i64()))
 }
 
-use crate::store::now as now_secs;
+use crate::db::now as now_secs;
 
 /// The SlurmUser's token in `impersonate` mode, as last read from its file.
 struct Impersonation {
@@ -287,7 +287,7 @@ impl SlurmGate {
     /// A minted token for `user`, from the cache while it has time left.
     fn minted(&self, user: &str) -> Result<Arc<str>, String> {
         let cached = self.cache.get(user);
-        crate::telemetry::metrics().cache_lookup("slurm_token", cached.is_some());
+        crate::process::telemetry::metrics().cache_lookup("slurm_token", cached.is_some());
         if let Some(t) = cached {
             return Ok(t);
         }
@@ -305,7 +305,7 @@ impl SlurmGate {
             .map_err(|e| format!("cannot sign a Slurm token: {e}"))?
             .into();
         self.cache.insert(user.to_string(), token.clone());
-        crate::telemetry::metrics()
+        crate::process::telemetry::metrics()
             .slurm_tokens
             .with_label_values(&[self.route.as_str()])
             .inc();

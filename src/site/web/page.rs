@@ -10,7 +10,7 @@ use super::data::{Filters, Jobs, Usage};
 use crate::accounting::store::Unit;
 use crate::authenticate::Identity;
 use crate::authenticate::oidc::SessionView;
-use crate::store::api_keys::KeyRecord;
+use crate::db::api_keys::KeyRecord;
 
 pub const STYLE: &str = include_str!("assets/style.css");
 pub const SCRIPT: &str = include_str!("assets/page.js");

@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::accounting::directory::{usage_current, usage_global};
 use crate::accounting::store::{Arg, Scope, Sql, UNIT_COLUMNS, Unit, UnitFilter, unit, unit_where};
 use crate::error::Rejection;
-use crate::store::{Db, StoreError};
+use crate::db::{Db, StoreError};
 
 /// The jobs table's filters, from the page's query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -304,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn jobs_are_the_users_own_latest_first_filtered_and_paged() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&crate::store::DbConfig::sqlite_in(dir.path()))
+        let db = Db::open(&crate::db::DbConfig::sqlite_in(dir.path()))
             .await
             .unwrap();
         let now = 1_795_501_200; // 2026-11-24T06:20Z

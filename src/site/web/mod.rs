@@ -28,9 +28,9 @@ use bytes::Bytes;
 
 use crate::authenticate::oidc::{OidcLogin, PageReply};
 use crate::authenticate::{Authenticator, Caller, Identity, Outcome, RequestInfo};
-use crate::endpoints::Reply;
+use crate::site::ops::Reply;
 use crate::error::Rejection;
-use crate::store::Db;
+use crate::db::Db;
 
 pub use error_page::{html_rejection, wants_html};
 
@@ -150,7 +150,7 @@ fn served(reply: Reply, caller: Caller) -> PageReply {
     }
 }
 
-fn store_down(e: crate::store::StoreError) -> Rejection {
+fn store_down(e: crate::db::StoreError) -> Rejection {
     tracing::warn!(error = %e, "user page: the database cannot answer");
     Rejection::Unavailable("the database cannot answer right now; try again shortly".into())
 }
@@ -309,12 +309,12 @@ impl Web {
         let days: i64 = days.parse().unwrap_or(30);
         let made = self
             .db
-            .create_key(&crate::store::api_keys::KeyRequest {
+            .create_key(&crate::db::api_keys::KeyRequest {
                 owner: id.user(),
                 name,
                 groups: id.groups(),
                 scopes: &scopes,
-                expires_at: Some(crate::store::now() + days * 86_400),
+                expires_at: Some(crate::db::now() + days * 86_400),
             })
             .await;
         match made {
@@ -349,7 +349,7 @@ impl Web {
     ) -> Result<PageReply, Rejection> {
         let session = self.login.session_view(req.headers);
         let filters = data::Filters::from_query(query)?;
-        let now = crate::store::now();
+        let now = crate::db::now();
         let jobs = data::jobs(&self.db, id.user(), &filters, self.cfg.page_size, now)
             .await
             .map_err(store_down)?;

@@ -17,17 +17,17 @@ use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::audit::{AuditLog, Record, now_rfc3339};
+use crate::process::audit::{AuditLog, Record, now_rfc3339};
 use crate::authenticate::oidc::{OidcLogin, Page, PageReply};
 use crate::authenticate::{Caller, RequestInfo, RouteAuth, SetCookies};
 use crate::authorize::cedar::{Facts, Policies, Verdict};
 use crate::authorize::{Origin, Permit, authorize};
-use crate::endpoints::{Endpoint, Reply};
+use crate::site::ops::{Endpoint, Reply};
 use crate::error::Rejection;
-use crate::rewrite::{Downstream, rewrite};
-use crate::route::{Router, raw_host, request_host};
-use crate::sanitize::Sanitizer;
-use crate::shutdown::InFlight;
+use crate::proxy::rewrite::{Downstream, rewrite};
+use crate::proxy::route::{Router, raw_host, request_host};
+use crate::proxy::sanitize::Sanitizer;
+use crate::process::shutdown::InFlight;
 
 /// Everything a request needs from the configuration, swapped whole on reload.
 pub struct Snapshot {
@@ -52,9 +52,9 @@ pub struct Snapshot {
     /// The browser login and its `/auth/…` pages, if configured.
     pub login: Option<Arc<OidcLogin>>,
     /// Every upstream pool, for health checks and `/-/status`.
-    pub pools: Vec<crate::health::Target>,
+    pub pools: Vec<crate::proxy::upstream::health::Target>,
     /// The user page at `/` (`[web]`), if configured.
-    pub web: Option<Arc<crate::web::Web>>,
+    pub web: Option<Arc<crate::site::web::Web>>,
 }
 
 pub struct Gateway {
@@ -102,7 +102,7 @@ pub struct Ctx {
     /// if its connection breaks before any answer went out.
     read: bool,
     /// The backend this request is counted on (least connections).
-    lease: Option<crate::upstream::Lease>,
+    lease: Option<crate::proxy::upstream::Lease>,
     /// Cookies authentication set (a renewed session), for whatever response goes out.
     set_cookies: SetCookies,
     _in_flight: InFlight,
@@ -180,8 +180,8 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     let path = session.req_header().uri.path().to_string();
     // The user page's forms and logout: read here, while the session may still be borrowed
     // mutably (authentication borrows its headers).
-    let form = if crate::web::reads_form(&path, &session.req_header().method) {
-        crate::web::read_form(session).await?
+    let form = if crate::site::web::reads_form(&path, &session.req_header().method) {
+        crate::site::web::read_form(session).await?
     } else {
         Vec::new()
     };
@@ -201,20 +201,20 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     {
         ctx.label = page.name().to_string();
         ctx.decided = true;
-        let csrf = crate::web::field(&form, crate::web::csrf::FIELD);
+        let csrf = crate::site::web::field(&form, crate::site::web::csrf::FIELD);
         return Ok(Admitted::Page(login.serve(page, &info, csrf).await?));
     }
 
     // The user page (`/`) and its assets and forms (`/-/web/…`), when configured.
     if let Some(web) = &snap.web
-        && let Some(page) = crate::web::Page::parse(&path)
+        && let Some(page) = crate::site::web::Page::parse(&path)
     {
         ctx.label = page.name().to_string();
         ctx.decided = !page.is_asset();
         return Ok(Admitted::Page(web.serve(page, &info, &form).await?));
     }
 
-    if crate::endpoints::owns(&path) {
+    if crate::site::ops::owns(&path) {
         let ep = Endpoint::parse(&path)?;
         ctx.label = ep.name().to_string();
         // Probes are not decisions about anyone: they stay out of the audit log.
@@ -272,11 +272,11 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         client: ctx.client,
         method: session.req_header().method.as_str(),
         path: &path,
-        now: crate::store::now(),
+        now: crate::db::now(),
         utc_offset: snap.utc_offset,
     };
     let own_origin = snap.login.as_ref().map(|l| l.origin());
-    let origin = if crate::web::csrf::same_origin(&session.req_header().headers, own_origin) {
+    let origin = if crate::site::web::csrf::same_origin(&session.req_header().headers, own_origin) {
         Origin::Same
     } else {
         Origin::Unproven
@@ -368,11 +368,11 @@ async fn write_reply(session: &mut Session, ctx: &Ctx, reply: Reply, extra: &[(&
 
 async fn write_rejection(session: &mut Session, ctx: &Ctx, r: &Rejection) {
     // Browsers get a readable page; API clients the JSON envelope.
-    let reply = if crate::web::wants_html(&session.req_header().headers) {
+    let reply = if crate::site::web::wants_html(&session.req_header().headers) {
         Reply {
             status: r.status(),
             content_type: "text/html; charset=utf-8",
-            body: crate::web::html_rejection(r, &ctx.request_id),
+            body: crate::site::web::html_rejection(r, &ctx.request_id),
         }
     } else {
         Reply {
@@ -557,7 +557,7 @@ impl ProxyHttp for Gateway {
             } else {
                 "connect"
             };
-            crate::telemetry::metrics()
+            crate::process::telemetry::metrics()
                 .upstream_errors
                 .with_label_values(&[pool.config.name.as_str(), kind])
                 .inc();
@@ -656,7 +656,7 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         // The upstream's cookies first: ours (a renewed session) are added after.
-        crate::rewrite::response(resp, &ctx.label, &ctx.request_id);
+        crate::proxy::rewrite::response(resp, &ctx.label, &ctx.request_id);
         for c in ctx.set_cookies.take() {
             resp.append_header("set-cookie", c)?;
         }
@@ -667,7 +667,7 @@ impl ProxyHttp for Gateway {
             // slurmrestd reports a bad token and "permission denied" as 500 with errors[]:
             // the client gets Slurm's answer unchanged; operators get a line and a count.
             let status = resp.status.as_u16();
-            crate::telemetry::metrics()
+            crate::process::telemetry::metrics()
                 .slurm_errors
                 .with_label_values(&[ctx.label.as_str(), &status.to_string()])
                 .inc();
@@ -718,7 +718,7 @@ impl ProxyHttp for Gateway {
             } else {
                 "other"
             };
-            crate::telemetry::metrics()
+            crate::process::telemetry::metrics()
                 .upstream_errors
                 .with_label_values(&[permit.route().pool.config.name.as_str(), kind])
                 .inc();
@@ -756,7 +756,7 @@ impl ProxyHttp for Gateway {
             .or_else(|| ctx.failure.as_ref().map(Rejection::status))
             .unwrap_or(0);
         let elapsed = ctx.start.elapsed();
-        let m = crate::telemetry::metrics();
+        let m = crate::process::telemetry::metrics();
         m.requests
             .with_label_values(&[ctx.label.as_str(), &status.to_string()])
             .inc();
@@ -779,7 +779,7 @@ impl ProxyHttp for Gateway {
             (Admission::Admitted(p), Some(&i)) => p.route().pool.backend(i).to_string(),
             _ => String::new(),
         };
-        crate::telemetry::observe_request(
+        crate::process::telemetry::observe_request(
             &ctx.admission,
             ctx.denial.as_ref().map(|(_, v, _)| v.allow),
             &ctx.label,

@@ -1,0 +1,10 @@
+//! The proxy wing, in the request's order: [`sanitize`] (refuse ambiguous requests, one
+//! canonical path, strip identity headers) → [`route`] → admission in [`gateway`] (which
+//! calls `authenticate`, `authorize` and `enforce`) → [`upstream`] (pools, selection,
+//! health checks) → [`rewrite`] (the headers the upstream trusts).
+
+pub mod gateway;
+pub mod rewrite;
+pub mod route;
+pub mod sanitize;
+pub mod upstream;
