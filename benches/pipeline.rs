@@ -163,7 +163,10 @@ fn request(headers: &http::HeaderMap) -> RequestHeader {
     req
 }
 
-async fn authenticate(route: &hpcgate::proxy::route::RouteEntry, headers: &http::HeaderMap) -> Caller {
+async fn authenticate(
+    route: &hpcgate::proxy::route::RouteEntry,
+    headers: &http::HeaderMap,
+) -> Caller {
     let stripped = http::HeaderMap::new();
     let cookies = SetCookies::default();
     let uri: http::Uri = "/prometheus/api/v1/query".parse().unwrap();

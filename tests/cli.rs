@@ -56,7 +56,8 @@ fn the_reference_config_is_valid() {
     for f in ["schema.cedarschema", "default.cedar"] {
         std::fs::copy(format!("policies/{f}"), pol.join(f)).unwrap();
     }
-    hpcgate::process::tls::generate_dev_certs(&dir.join("certs"), &["localhost".into()], true).unwrap();
+    hpcgate::process::tls::generate_dev_certs(&dir.join("certs"), &["localhost".into()], true)
+        .unwrap();
     std::fs::copy("tests/configs/_users.toml", dir.join("users.toml")).unwrap();
     std::fs::create_dir(dir.join("secrets")).unwrap();
     std::fs::write(dir.join("secrets/slurmrestd-authorization"), "Bearer abc\n").unwrap();
@@ -131,7 +132,8 @@ fn gen_cert_writes_a_ca_and_a_server_certificate_with_private_keys() {
         assert_eq!(m, mode, "{f}");
     }
     // It loads as a listener certificate.
-    hpcgate::process::tls::load_certified_key(&d.join("server.pem"), &d.join("server-key.pem")).unwrap();
+    hpcgate::process::tls::load_certified_key(&d.join("server.pem"), &d.join("server-key.pem"))
+        .unwrap();
     // Existing files are kept unless --force.
     let again = run(false);
     assert!(!again.status.success());

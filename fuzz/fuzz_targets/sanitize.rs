@@ -4,7 +4,7 @@
 //! identity header once stripped.
 #![no_main]
 
-use hpcgate::config::{IDENTITY_HEADERS, normalize_header_name};
+use hpcgate::authenticate::headers::{IDENTITY_HEADERS, normalize_header_name};
 use hpcgate::proxy::sanitize::{Sanitizer, check_path};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;

@@ -29,8 +29,8 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::secret::Secret;
 use crate::db::{Db, DbConfig, StoreError};
+use crate::secret::Secret;
 
 pub use store::{foreign_units, foreign_units_in};
 

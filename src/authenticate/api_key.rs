@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
 use super::{Authenticator, Identity, Outcome, RequestInfo};
-use crate::config::header_is;
-use crate::error::Rejection;
+use crate::authenticate::headers::header_is;
 use crate::db::api_keys::{KeyRecord, PREFIX, hash_token, parse_token};
 use crate::db::{Db, now};
+use crate::error::Rejection;
 
 /// How often `last_used_at` is written for one key, at most.
 const TOUCH_EVERY: i64 = 60;

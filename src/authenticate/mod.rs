@@ -10,6 +10,7 @@
 pub mod api_key;
 pub mod client_cert;
 pub mod gateway_jwt;
+pub mod headers;
 mod identity;
 pub mod ldap;
 pub mod oidc;

@@ -18,7 +18,8 @@ use cedar_policy::{
 };
 
 use crate::authenticate::Identity;
-use crate::config::{ConfigError, RouteKind};
+use crate::config::RouteKind;
+use crate::config::error::ConfigError;
 
 pub const EMBEDDED_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.cedar");
@@ -154,7 +155,7 @@ impl Names {
 /// The first labelled location of a Cedar diagnostic, as a line in `text`.
 fn diag_line(d: &dyn miette::Diagnostic, text: &str) -> Option<usize> {
     let label = d.labels()?.next()?;
-    Some(crate::config::line_at(text, label.offset()))
+    Some(crate::config::error::line_at(text, label.offset()))
 }
 
 fn one_line(s: impl std::fmt::Display) -> String {

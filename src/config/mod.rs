@@ -3,6 +3,7 @@
 //!
 //! Config text is never echoed in an error: it may hold secrets.
 
+pub mod error;
 pub mod raw;
 mod validate;
 
@@ -12,42 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use error::{ConfigError, ConfigErrors, line_at};
 pub use validate::{describe_url, load, parse};
 
 use crate::authenticate::static_users::StaticUser;
 use crate::secret::Secret;
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub key: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file, self.key, self.reason)
-    }
-}
-
-/// Every problem found in a config, one per line.
-#[derive(Debug, Clone)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 /// A checked configuration: every reference resolved, every file readable.
 #[derive(Debug)]
@@ -371,7 +341,9 @@ pub struct SlurmRoute {
 #[derive(Debug, Clone)]
 pub enum SlurmTokenMode {
     /// Sign a token per user with Slurm's HS256 key (read and permission-checked here).
-    Mint { key: crate::enforce::slurmrestd::JwtKey },
+    Mint {
+        key: crate::enforce::slurmrestd::JwtKey,
+    },
     /// One token of the SlurmUser, re-read from this file.
     Impersonate { token_file: PathBuf },
     /// The user's own IdP bearer token.
@@ -426,103 +398,11 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// The built-in inbound identity headers that are always stripped.
-pub const IDENTITY_HEADERS: &[&str] = &[
-    "x-slurm-user-name",
-    "x-slurm-user-token",
-    "x-grafana-user",
-    "x-forwarded-user",
-    "x-forwarded-groups",
-    "x-forwarded-email",
-    "x-forwarded-preferred-username",
-    "x-remote-user",
-    "remote-user",
-    "x-auth-request-user",
-    "x-auth-request-email",
-    "x-auth-request-groups",
-    "x-authenticated-user",
-    "x-ceems-admin-user",
-    "x-ceems-logged-user",
-    "x-hpcgate-user",
-    "x-hpcgate-groups",
-];
-
-/// Headers that ask an upstream to act as if the request had another method. Always
-/// stripped on the way in: policy decides on the request's own method, so a read-only
-/// permission must not become a write through `X-HTTP-Method-Override: DELETE`.
-pub const METHOD_OVERRIDE_HEADERS: &[&str] = &[
-    "x-http-method-override",
-    "x-method-override",
-    "x-http-method",
-];
-
-/// Header names compare case-insensitively with `_` ≡ `-`.
-pub fn normalize_header_name(name: &str) -> String {
-    name.trim()
-        .chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
-}
-
-/// Whether header `name` is `normalized` (lower case, `-`) under the same rule as
-/// [`normalize_header_name`], without allocating: for per-request checks of one name.
-pub fn header_is(name: &str, normalized: &str) -> bool {
-    let name = name.trim();
-    name.len() == normalized.len()
-        && name.bytes().zip(normalized.bytes()).all(|(a, b)| {
-            let a = if a == b'_' {
-                b'-'
-            } else {
-                a.to_ascii_lowercase()
-            };
-            a == b
-        })
-}
-
-/// The 1-based line of a byte offset in `text`.
-pub fn line_at(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
 pub(crate) fn resolve_path(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_is_agrees_with_normalize_header_name() {
-        for name in [
-            "X-API-Key",
-            "x_api_key",
-            "X_Api-KEY",
-            " x-api-key ",
-            "x-api-keys",
-            "x-apikey",
-        ] {
-            assert_eq!(
-                header_is(name, "x-api-key"),
-                normalize_header_name(name) == "x-api-key",
-                "{name}"
-            );
-        }
     }
 }

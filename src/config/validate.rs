@@ -15,6 +15,7 @@ pub use keys::describe_url;
 
 use super::raw;
 use super::*;
+use crate::authenticate::headers::{IDENTITY_HEADERS, normalize_header_name};
 
 mod oidc;
 mod process;
@@ -694,7 +695,10 @@ impl Validator {
                     None
                 }
                 (Some(ca), Some(_)) => {
-                    match crate::process::tls::read_pem_certs(&resolve_path(&self.base, &ca), "CA file") {
+                    match crate::process::tls::read_pem_certs(
+                        &resolve_path(&self.base, &ca),
+                        "CA file",
+                    ) {
                         Ok(certs) => Some(certs),
                         Err(e) => {
                             self.err(format!("{key}.client_ca"), e);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use crate::error::Rejection;
 use crate::db::Db;
+use crate::error::Rejection;
 
 /// Most ids named in one refusal (the rest are counted).
 const NAMED: usize = 10;

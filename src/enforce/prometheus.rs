@@ -486,8 +486,8 @@ pub async fn admit(
         }
     };
     // Retention pools pick a backend by the time range, for admins too.
-    let now = (permit.route().pool.config.balance == Balance::Retention)
-        .then(|| crate::db::now() as f64);
+    let now =
+        (permit.route().pool.config.balance == Balance::Retention).then(|| crate::db::now() as f64);
     let method = session.req_header().method.clone();
     let enforcing = user.is_some() && route.promql != PromqlMode::Off;
     let rel = match path.strip_prefix(route.path_prefix.as_str()) {

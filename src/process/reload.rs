@@ -29,9 +29,9 @@ use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
+use crate::process::tls::CertStore;
 use crate::proxy::gateway::Snapshot;
 use crate::proxy::upstream::health::Target;
-use crate::process::tls::CertStore;
 
 /// What the listeners are made of; a reload may not change it.
 #[derive(Debug, PartialEq)]
@@ -232,10 +232,11 @@ impl Reloader {
             }
             w.seen = now;
             let (cert, key) = (w.cert.clone(), w.key.clone());
-            let loaded =
-                tokio::task::spawn_blocking(move || crate::process::tls::load_certified_key(&cert, &key))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("internal: {e}")));
+            let loaded = tokio::task::spawn_blocking(move || {
+                crate::process::tls::load_certified_key(&cert, &key)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("internal: {e}")));
             let m = &crate::process::telemetry::metrics().certificate_reloads;
             match loaded {
                 Ok(k) => {

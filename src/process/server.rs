@@ -13,10 +13,10 @@ use pingora::services::background::BackgroundService;
 
 use crate::authenticate::Authenticators;
 use crate::config::Config;
+use crate::process::tls::CertStore;
 use crate::proxy::gateway::{Gateway, Snapshot};
 use crate::proxy::route::{RouteEntry, Router};
 use crate::proxy::sanitize::Sanitizer;
-use crate::process::tls::CertStore;
 use crate::proxy::upstream::Pool;
 
 /// Each client connection's transport buffers. Pingora's default puts a 64 KiB read buffer
@@ -127,7 +127,7 @@ fn strip_list(config: &Config) -> Vec<String> {
     let mut list = config.strip_headers.clone();
     for a in config.authenticators.values() {
         if let crate::config::Authenticator::TrustedHeader(t) = a {
-            let n = crate::config::normalize_header_name(t.header.as_str());
+            let n = crate::authenticate::headers::normalize_header_name(t.header.as_str());
             if !list.contains(&n) {
                 list.push(n);
             }
@@ -135,7 +135,7 @@ fn strip_list(config: &Config) -> Vec<String> {
     }
     for r in &config.routes {
         for h in r.identity_headers.names() {
-            let n = crate::config::normalize_header_name(h.as_str());
+            let n = crate::authenticate::headers::normalize_header_name(h.as_str());
             if !list.contains(&n) {
                 list.push(n);
             }

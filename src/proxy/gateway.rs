@@ -17,17 +17,17 @@ use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::process::audit::{AuditLog, Record, now_rfc3339};
 use crate::authenticate::oidc::{OidcLogin, Page, PageReply};
 use crate::authenticate::{Caller, RequestInfo, RouteAuth, SetCookies};
 use crate::authorize::cedar::{Facts, Policies, Verdict};
 use crate::authorize::{Origin, Permit, authorize};
-use crate::site::ops::{Endpoint, Reply};
 use crate::error::Rejection;
+use crate::process::audit::{AuditLog, Record, now_rfc3339};
+use crate::process::shutdown::InFlight;
 use crate::proxy::rewrite::{Downstream, rewrite};
 use crate::proxy::route::{Router, raw_host, request_host};
 use crate::proxy::sanitize::Sanitizer;
-use crate::process::shutdown::InFlight;
+use crate::site::ops::{Endpoint, Reply};
 
 /// Everything a request needs from the configuration, swapped whole on reload.
 pub struct Snapshot {

@@ -219,7 +219,7 @@ pub fn rewrite(
     let api_keys: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|n| crate::config::header_is(n.as_str(), API_KEY_HEADER))
+        .filter(|n| crate::authenticate::headers::header_is(n.as_str(), API_KEY_HEADER))
         .cloned()
         .collect();
     for n in api_keys {

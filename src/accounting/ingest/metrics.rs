@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::accounting::AccountingConfig;
 use crate::accounting::store::{self, Measured, Unit};
-use crate::secret::Secret;
 use crate::db::{Db, now};
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {

@@ -91,7 +91,9 @@ struct Source {
 impl Source {
     async fn token(&self) -> Result<String, String> {
         match &self.cfg.token {
-            SlurmTokenMode::Mint { key } => crate::enforce::slurmrestd::mint_token(key, &self.cfg.user, 600),
+            SlurmTokenMode::Mint { key } => {
+                crate::enforce::slurmrestd::mint_token(key, &self.cfg.user, 600)
+            }
             SlurmTokenMode::Impersonate { token_file } => tokio::fs::read_to_string(token_file)
                 .await
                 .map(|t| crate::enforce::slurmrestd::token_in_file(&t).to_string())

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::Rejection;
 use crate::db::Db;
+use crate::error::Rejection;
 
 /// How long an answer of the database is trusted.
 const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -50,7 +50,8 @@ impl EndedSessions {
     /// Whether the session `id` was ended (on any replica, a second ago at the latest).
     pub(super) async fn is_ended(&self, id: &str) -> Result<bool, Rejection> {
         let key = hash(id);
-        crate::process::telemetry::metrics().cache_lookup("ended_sessions", self.cache.contains_key(&key));
+        crate::process::telemetry::metrics()
+            .cache_lookup("ended_sessions", self.cache.contains_key(&key));
         let db = self.db.clone();
         self.cache
             .try_get_with(key.clone(), async move { db.session_ended(&key).await })

@@ -29,8 +29,8 @@ use super::session::{
     clear_split_cookies, cookie_values, set_cookie,
 };
 use crate::authenticate::{Caller, RequestInfo};
-use crate::site::ops::Reply;
 use crate::error::Rejection;
+use crate::site::ops::Reply;
 
 /// A page of the login flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::Validator;
-use crate::config::{Authenticator, Tokens, TrustedHeader, normalize_header_name, raw};
-use crate::secret::Secret;
+use crate::authenticate::headers::normalize_header_name;
+use crate::config::{Authenticator, Tokens, TrustedHeader, raw};
 use crate::db::{Backend, DbConfig};
+use crate::secret::Secret;
 
 impl Validator {
     pub(super) fn database(&mut self, raw: raw::Database, state_dir: &std::path::Path) -> DbConfig {

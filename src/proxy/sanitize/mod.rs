@@ -14,7 +14,7 @@
 //!
 //! Identity headers are matched case-insensitively with `_` ≡ `-`, so `X_Grafana_User` goes
 //! the same way as `x-grafana-user`; so are the method-override headers
-//! ([`crate::config::METHOD_OVERRIDE_HEADERS`]), which are always stripped: a route's policy
+//! ([`crate::authenticate::headers::METHOD_OVERRIDE_HEADERS`]), which are always stripped: a route's policy
 //! decides on the method the upstream will act on.
 
 use std::collections::HashSet;
@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use pingora::http::RequestHeader;
 
-use crate::config::{METHOD_OVERRIDE_HEADERS, normalize_header_name};
+use crate::authenticate::headers::{METHOD_OVERRIDE_HEADERS, normalize_header_name};
 use crate::error::Rejection;
 
 mod host;
@@ -226,7 +226,7 @@ mod tests {
 
     fn sanitizer() -> Sanitizer {
         Sanitizer::new(
-            &crate::config::IDENTITY_HEADERS
+            &crate::authenticate::headers::IDENTITY_HEADERS
                 .iter()
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),

@@ -7,8 +7,8 @@ use sqlx::Row;
 
 use crate::accounting::directory::{usage_current, usage_global};
 use crate::accounting::store::{Arg, Scope, Sql, UNIT_COLUMNS, Unit, UnitFilter, unit, unit_where};
-use crate::error::Rejection;
 use crate::db::{Db, StoreError};
+use crate::error::Rejection;
 
 /// The jobs table's filters, from the page's query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

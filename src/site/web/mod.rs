@@ -28,9 +28,9 @@ use bytes::Bytes;
 
 use crate::authenticate::oidc::{OidcLogin, PageReply};
 use crate::authenticate::{Authenticator, Caller, Identity, Outcome, RequestInfo};
-use crate::site::ops::Reply;
-use crate::error::Rejection;
 use crate::db::Db;
+use crate::error::Rejection;
+use crate::site::ops::Reply;
 
 pub use error_page::{html_rejection, wants_html};
 
