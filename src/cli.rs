@@ -95,13 +95,9 @@ pub fn apikey(config: &Config, cmd: ApikeyCommand) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     rt.block_on(async {
-        let db = Db::open(&config.database).await.map_err(|e| {
-            format!(
-                "{} ({})",
-                e,
-                crate::config::describe_url(&config.database.url)
-            )
-        })?;
+        let db = Db::open(&config.database)
+            .await
+            .map_err(|e| format!("{} ({})", e, crate::db::describe_url(&config.database.url)))?;
         let code = run(&db, cmd, expires_at).await;
         db.close().await;
         code

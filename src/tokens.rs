@@ -20,7 +20,6 @@ use rustls::pki_types::PrivatePkcs8KeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Tokens;
 use crate::error::Rejection;
 
 /// Previous keys kept (and accepted) after a rotation.
@@ -304,4 +303,14 @@ impl TokenIssuer {
             "expires_at": claims.exp,
         }))
     }
+}
+
+/// Tokens this gateway issues at `POST /auth/token`.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// Empty: the endpoint is off.
+    pub authenticators: Vec<String>,
+    pub ttl: Duration,
+    pub issuer: String,
+    pub audience: String,
 }

@@ -159,7 +159,7 @@ pub fn standalone(config: &crate::config::Config) -> Result<(), String> {
         if config.database.backend == crate::db::Backend::Sqlite {
             crate::process::tls::create_private_dir(&config.state_dir)?;
         }
-        let where_ = crate::config::describe_url(&config.database.url);
+        let where_ = crate::db::describe_url(&config.database.url);
         let db = Db::open(&config.database)
             .await
             .map_err(|e| format!("{}: {e} ({where_})", config.path.display()))?;

@@ -9,6 +9,7 @@
 
 pub mod api_key;
 pub mod client_cert;
+pub mod config;
 pub mod gateway_jwt;
 pub mod headers;
 mod identity;
@@ -28,7 +29,8 @@ use base64::Engine;
 
 pub use identity::{Identity, usable_group};
 
-use crate::config::{self, Config};
+use crate::authenticate::config::AuthenticatorConfig;
+use crate::config::Config;
 use crate::error::Rejection;
 
 /// What an authenticator may look at.
@@ -191,7 +193,7 @@ impl Authenticators {
             || config
                 .authenticators
                 .values()
-                .any(|a| matches!(a, config::Authenticator::GatewayJwt { .. }));
+                .any(|a| matches!(a, AuthenticatorConfig::GatewayJwt { .. }));
         let signing_keys = if wants_keys {
             Some(crate::tokens::SigningKeys::open(&config.state_dir)?)
         } else {
@@ -202,8 +204,8 @@ impl Authenticators {
         // Trusted-header authenticators wrap another one: build them second.
         for (name, a) in &config.authenticators {
             let built: Option<Arc<dyn Authenticator>> = match a {
-                config::Authenticator::None => None,
-                config::Authenticator::Static {
+                AuthenticatorConfig::None => None,
+                AuthenticatorConfig::Static {
                     users,
                     realm,
                     cache_ttl,
@@ -212,14 +214,14 @@ impl Authenticators {
                 } => Some(Arc::new(static_users::StaticUsers::new(
                     name, users, realm, *cache_ttl, *throttle,
                 )?)),
-                config::Authenticator::Ldap(cfg) => {
+                AuthenticatorConfig::Ldap(cfg) => {
                     Some(Arc::new(ldap::LdapAuth::new(name, cfg.clone())?))
                 }
-                config::Authenticator::ApiKey { cache_ttl } => {
+                AuthenticatorConfig::ApiKey { cache_ttl } => {
                     let db = db.clone().ok_or("api_key without a database")?;
                     Some(Arc::new(api_key::ApiKeyAuth::new(name, db, *cache_ttl)))
                 }
-                config::Authenticator::GatewayJwt { audience } => {
+                AuthenticatorConfig::GatewayJwt { audience } => {
                     let keys = signing_keys.clone().ok_or("gateway_jwt without keys")?;
                     let audience = audience.as_deref().unwrap_or(&config.tokens.audience);
                     Some(Arc::new(gateway_jwt::GatewayJwt::new(
@@ -229,13 +231,13 @@ impl Authenticators {
                         audience,
                     )))
                 }
-                config::Authenticator::ClientCert { certificates } => Some(Arc::new(
+                AuthenticatorConfig::ClientCert { certificates } => Some(Arc::new(
                     client_cert::ClientCertAuth::new(name, certificates.clone()),
                 )),
-                config::Authenticator::OidcBearer(cfg) => {
+                AuthenticatorConfig::OidcBearer(cfg) => {
                     Some(Arc::new(oidc::OidcBearer::new(name, cfg.clone())?))
                 }
-                config::Authenticator::OidcLogin(cfg) => {
+                AuthenticatorConfig::OidcLogin(cfg) => {
                     let db = db.clone().ok_or("oidc_login without a database")?;
                     let a = Arc::new(oidc::OidcLogin::new(
                         name,
@@ -246,13 +248,13 @@ impl Authenticators {
                     login = Some(a.clone());
                     Some(a)
                 }
-                config::Authenticator::TrustedHeader(_) => continue,
+                AuthenticatorConfig::TrustedHeader(_) => continue,
             };
             by_name.insert(name.clone(), built);
         }
         let privileged = config.privileged_users();
         for (name, a) in &config.authenticators {
-            if let config::Authenticator::TrustedHeader(t) = a {
+            if let AuthenticatorConfig::TrustedHeader(t) = a {
                 let inner = by_name
                     .get(&t.authenticator)
                     .cloned()

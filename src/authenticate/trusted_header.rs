@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{Authenticator, Outcome, RequestInfo};
-use crate::config::TrustedHeader;
+use crate::authenticate::config::TrustedHeader;
 use crate::error::Rejection;
 
 pub struct TrustedHeaderAuth {

@@ -18,8 +18,8 @@ use cedar_policy::{
 };
 
 use crate::authenticate::Identity;
-use crate::config::RouteKind;
 use crate::config::error::ConfigError;
+use crate::proxy::route::RouteKind;
 
 pub const EMBEDDED_SCHEMA: &str = include_str!("../../policies/schema.cedarschema");
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../policies/default.cedar");

@@ -68,7 +68,7 @@ pub struct Denied {
 /// The action a request asks for on a route: `admin` under one of its admin paths (and, on
 /// slurmrestd routes, on Slurm's admin paths: see `slurm::paths`), else by method.
 pub fn action_for(route: &RouteEntry, method: &http::Method, path: &str) -> Action {
-    let slurm_admin = route.config.kind == crate::config::RouteKind::Slurmrestd
+    let slurm_admin = route.config.kind == crate::proxy::route::RouteKind::Slurmrestd
         && crate::enforce::slurmrestd::paths::is_admin(
             path,
             method,

@@ -14,10 +14,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors, line_at};
-pub use validate::{describe_url, load, parse};
+pub use validate::{load, parse};
 
-use crate::authenticate::static_users::StaticUser;
+// The checked types each subsystem owns, imported here (not re-exported) so that validation
+// can build them and `Config` can hold them.
+use crate::authenticate::config::{AuthenticatorConfig, TrustedHeader};
+use crate::authorize::rate_limit::RateLimit;
+use crate::enforce::slurmrestd::config::{SlurmClaims, SlurmRoute, SlurmTokenMode};
+use crate::process::audit::AuditSink;
+use crate::process::privileges::RunAs;
+use crate::process::telemetry::Logging;
+use crate::proxy::route::{IdentityHeaders, Route, RouteKind};
+use crate::proxy::upstream::config::{BackendAddr, Balance, HealthCheck, PoolConfig};
 use crate::secret::Secret;
+use crate::tokens::Tokens;
 
 /// A checked configuration: every reference resolved, every file readable.
 #[derive(Debug)]
@@ -38,8 +48,8 @@ pub struct Config {
     pub logging: Logging,
     pub gateway: Gateway,
     pub listeners: Vec<Listener>,
-    pub pools: BTreeMap<String, Pool>,
-    pub authenticators: BTreeMap<String, Authenticator>,
+    pub pools: BTreeMap<String, PoolConfig>,
+    pub authenticators: BTreeMap<String, AuthenticatorConfig>,
     pub routes: Vec<Route>,
     pub policies: std::sync::Arc<crate::authorize::cedar::Policies>,
     /// Seconds east of UTC for policy time facts.
@@ -87,7 +97,7 @@ impl Config {
             || self.authenticators.values().any(|a| {
                 matches!(
                     a,
-                    Authenticator::ApiKey { .. } | Authenticator::OidcLogin(_)
+                    AuthenticatorConfig::ApiKey { .. } | AuthenticatorConfig::OidcLogin(_)
                 )
             })
     }
@@ -102,29 +112,6 @@ pub struct Process {
     pub upgrade_socket: PathBuf,
     /// None: certificates are reloaded only on SIGHUP.
     pub watch_certificates: Option<Duration>,
-}
-
-/// A user and group, resolved when the config is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// Where audit lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditSink {
-    Off,
-    Stdout,
-    File(PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub struct Logging {
-    pub level: String,
-    pub json: bool,
-    pub access_log: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -148,254 +135,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// Loaded and checked at validation, so a bad certificate is a config error, not a panic.
     pub loaded: Arc<rustls::sign::CertifiedKey>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BackendAddr {
-    Tcp {
-        addr: SocketAddr,
-        /// The host as written (for SNI and `Host`).
-        host: String,
-        tls: bool,
-    },
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for BackendAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BackendAddr::Tcp { addr, tls, .. } => {
-                write!(f, "{}://{addr}", if *tls { "https" } else { "http" })
-            }
-            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Pool {
-    pub name: String,
-    pub backends: Vec<BackendAddr>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
-    pub tls_ca: Option<PathBuf>,
-    pub tls_verify: bool,
-    pub tls_server_name: Option<String>,
-    pub authorization: Option<Secret>,
-    pub fail_timeout: Duration,
-    pub health_check: Option<HealthCheck>,
-    pub balance: Balance,
-    /// Per backend (`retention` pools): the declared retention; `None` is read from the
-    /// backend.
-    pub retention: Vec<Option<Duration>>,
-}
-
-/// How a pool picks a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balance {
-    RoundRobin,
-    LeastConnections,
-    /// TSDBs: among the backends whose retention holds the query's time range, the least
-    /// busy; when none does, the one that holds the most.
-    Retention,
-}
-
-/// Active health checks of a pool's backends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// Starts with `/`; may carry a query.
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
-
-#[allow(
-    clippy::large_enum_variant,
-    reason = "built once per config load; boxing would only add noise"
-)]
-#[derive(Debug, Clone)]
-pub enum Authenticator {
-    None,
-    Static {
-        users_file: PathBuf,
-        users: Vec<StaticUser>,
-        realm: String,
-        cache_ttl: Duration,
-        throttle: crate::authenticate::password::ThrottleConfig,
-    },
-    Ldap(crate::authenticate::ldap::LdapConfig),
-    ApiKey {
-        cache_ttl: Duration,
-    },
-    TrustedHeader(TrustedHeader),
-    /// Service name → SHA-256 of its certificate (DER).
-    ClientCert {
-        certificates: BTreeMap<String, [u8; 32]>,
-    },
-    GatewayJwt {
-        /// `None`: `[tokens] audience`.
-        audience: Option<String>,
-    },
-    OidcBearer(crate::authenticate::oidc::BearerConfig),
-    OidcLogin(crate::authenticate::oidc::LoginConfig),
-}
-
-impl Authenticator {
-    /// The `type` as written in the config.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Authenticator::None => "none",
-            Authenticator::Static { .. } => "static",
-            Authenticator::Ldap(_) => "ldap",
-            Authenticator::ApiKey { .. } => "api_key",
-            Authenticator::TrustedHeader(_) => "trusted_header",
-            Authenticator::ClientCert { .. } => "client_cert",
-            Authenticator::GatewayJwt { .. } => "gateway_jwt",
-            Authenticator::OidcBearer(_) => "oidc_bearer",
-            Authenticator::OidcLogin(_) => "oidc_login",
-        }
-    }
-}
-
-/// A trusted service acting for users (`type = "trusted_header"`).
-#[derive(Debug, Clone)]
-pub struct TrustedHeader {
-    pub authenticator: String,
-    pub services: Vec<String>,
-    pub header: http::HeaderName,
-    /// Empty: from anywhere.
-    pub source_networks: Vec<ipnet::IpNet>,
-    /// Privileged users ([`Config::privileged_users`]) the services may act for all the same.
-    pub allow_privileged_users: Vec<String>,
-}
-
-/// Tokens this gateway issues at `POST /auth/token`.
-#[derive(Debug, Clone)]
-pub struct Tokens {
-    /// Empty: the endpoint is off.
-    pub authenticators: Vec<String>,
-    pub ttl: Duration,
-    pub issuer: String,
-    pub audience: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteKind {
-    Generic,
-    Slurmrestd,
-    Prometheus,
-    Accounting,
-}
-
-impl RouteKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Generic => "generic",
-            RouteKind::Slurmrestd => "slurmrestd",
-            RouteKind::Prometheus => "prometheus",
-            RouteKind::Accounting => "accounting",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub name: String,
-    /// Without a trailing `/` (except the root route `/`).
-    pub path_prefix: String,
-    pub host: Option<String>,
-    pub strip_prefix: bool,
-    pub pool: String,
-    pub kind: RouteKind,
-    pub authenticators: Vec<String>,
-    pub pass_bearer_token: bool,
-    pub forward_cookies: bool,
-    pub identity_headers: IdentityHeaders,
-    pub rate_limit: Option<RateLimit>,
-    pub preserve_host: bool,
-    /// Normalised like `path_prefix`.
-    pub admin_paths: Vec<String>,
-    pub promql: crate::enforce::prometheus::PromqlMode,
-    /// Set exactly for `kind = "slurmrestd"` routes.
-    pub slurm: Option<SlurmRoute>,
-}
-
-/// The Slurm step of a `slurmrestd` route (`[routes.slurm]`).
-#[derive(Debug, Clone)]
-pub struct SlurmRoute {
-    pub mode: SlurmTokenMode,
-    /// Lifetime of minted tokens.
-    pub token_lifetime: Duration,
-    pub claims: SlurmClaims,
-    /// Gateway user → Slurm user; every value is a valid POSIX name.
-    pub user_map: BTreeMap<String, String>,
-    pub admin_diag: bool,
-    /// The Slurm user of health checks.
-    pub health_user: String,
-    /// Slurm users nobody may act as (403).
-    pub denied_users: Vec<String>,
-}
-
-/// How the user is proven to Slurm.
-#[derive(Debug, Clone)]
-pub enum SlurmTokenMode {
-    /// Sign a token per user with Slurm's HS256 key (read and permission-checked here).
-    Mint {
-        key: crate::enforce::slurmrestd::JwtKey,
-    },
-    /// One token of the SlurmUser, re-read from this file.
-    Impersonate { token_file: PathBuf },
-    /// The user's own IdP bearer token.
-    Passthrough,
-}
-
-impl SlurmTokenMode {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            SlurmTokenMode::Mint { .. } => "mint",
-            SlurmTokenMode::Impersonate { .. } => "impersonate",
-            SlurmTokenMode::Passthrough => "passthrough",
-        }
-    }
-}
-
-/// Claim names of minted tokens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlurmClaims {
-    pub user: String,
-    pub issued_at: String,
-    pub expires: String,
-}
-
-/// Header names (lower case) the rewrite step writes for a route; `None` writes nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityHeaders {
-    pub user: Option<http::HeaderName>,
-    pub groups: Option<http::HeaderName>,
-    pub email: Option<http::HeaderName>,
-    pub preferred_username: Option<http::HeaderName>,
-}
-
-impl IdentityHeaders {
-    pub fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
-        [
-            &self.user,
-            &self.groups,
-            &self.email,
-            &self.preferred_username,
-        ]
-        .into_iter()
-        .flatten()
-    }
-}
-
-/// A per-user budget: `burst` at once, refilled at `requests` per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub requests: u32,
-    pub per: Duration,
-    pub burst: u32,
 }
 
 pub(crate) fn resolve_path(base: &Path, p: &str) -> PathBuf {

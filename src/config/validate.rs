@@ -11,7 +11,6 @@ mod accounting;
 mod keys;
 mod slurm;
 mod web;
-pub use keys::describe_url;
 
 use super::raw;
 use super::*;
@@ -298,7 +297,7 @@ impl Validator {
             true,
         );
         for (i, n) in gateway.authenticators.iter().enumerate() {
-            if matches!(authenticators.get(n), Some(Authenticator::None)) {
+            if matches!(authenticators.get(n), Some(AuthenticatorConfig::None)) {
                 self.err(
                     format!("gateway.authenticators[{i}]"),
                     "/-/whoami needs an authenticator that proves who the caller is, not none",
@@ -308,7 +307,7 @@ impl Validator {
         if !listeners.iter().any(|l| l.client_ca.is_some())
             && let Some((name, _)) = authenticators
                 .iter()
-                .find(|(_, a)| matches!(a, Authenticator::ClientCert { .. }))
+                .find(|(_, a)| matches!(a, AuthenticatorConfig::ClientCert { .. }))
         {
             self.err(
                 format!("authenticators.{name}"),
@@ -717,7 +716,7 @@ impl Validator {
         out
     }
 
-    fn pool(&mut self, name: &str, p: raw::Pool) -> Pool {
+    fn pool(&mut self, name: &str, p: raw::Pool) -> PoolConfig {
         let key = format!("pools.{name}");
         if p.backends.is_empty() {
             self.err(
@@ -833,7 +832,7 @@ impl Validator {
                 ),
             }
         }
-        Pool {
+        PoolConfig {
             name: name.to_string(),
             backends,
             connect_timeout,
@@ -850,7 +849,7 @@ impl Validator {
         }
     }
 
-    fn authenticator(&mut self, name: &str, a: raw::Authenticator) -> Option<Authenticator> {
+    fn authenticator(&mut self, name: &str, a: raw::Authenticator) -> Option<AuthenticatorConfig> {
         let built = self.build_authenticator(name, a);
         if built.is_none() {
             self.failed_authenticators.insert(name.to_string());
@@ -858,10 +857,14 @@ impl Validator {
         built
     }
 
-    fn build_authenticator(&mut self, name: &str, a: raw::Authenticator) -> Option<Authenticator> {
+    fn build_authenticator(
+        &mut self,
+        name: &str,
+        a: raw::Authenticator,
+    ) -> Option<AuthenticatorConfig> {
         let key = format!("authenticators.{name}");
         Some(match a {
-            raw::Authenticator::None => Authenticator::None,
+            raw::Authenticator::None => AuthenticatorConfig::None,
             a @ (raw::Authenticator::ApiKey { .. }
             | raw::Authenticator::TrustedHeader { .. }
             | raw::Authenticator::ClientCert { .. }
@@ -888,7 +891,7 @@ impl Validator {
                 );
                 let realm = self.realm(&key, realm);
                 let throttle = self.throttle(&key, max_failures, failure_window);
-                Authenticator::Static {
+                AuthenticatorConfig::Static {
                     users_file,
                     users,
                     realm,
@@ -1009,7 +1012,7 @@ impl Validator {
                 );
                 let realm = self.realm(&key, realm);
                 let throttle = self.throttle(&key, max_failures, failure_window);
-                Authenticator::Ldap(LdapConfig {
+                AuthenticatorConfig::Ldap(LdapConfig {
                     url,
                     starttls,
                     tls_ca,
@@ -1100,7 +1103,7 @@ impl Validator {
         &mut self,
         key: &str,
         names: &[String],
-        known: &BTreeMap<String, Authenticator>,
+        known: &BTreeMap<String, AuthenticatorConfig>,
         may_be_empty: bool,
     ) {
         if names.is_empty() && !may_be_empty {
@@ -1122,7 +1125,7 @@ impl Validator {
                     format!("{key}[{i}]"),
                     format!("unknown authenticator `{n}`"),
                 ),
-                Some(Authenticator::None) if names.len() > 1 => self.err(
+                Some(AuthenticatorConfig::None) if names.len() > 1 => self.err(
                     format!("{key}[{i}]"),
                     format!(
                         "`{n}` is of type none (public) and cannot be combined with other \
@@ -1137,8 +1140,8 @@ impl Validator {
     fn routes(
         &mut self,
         raw: Vec<(usize, raw::Route)>,
-        pools: &BTreeMap<String, Pool>,
-        auths: &BTreeMap<String, Authenticator>,
+        pools: &BTreeMap<String, PoolConfig>,
+        auths: &BTreeMap<String, AuthenticatorConfig>,
     ) -> Vec<Route> {
         let mut out: Vec<Route> = Vec::new();
         let mut names = HashSet::new();
@@ -1222,7 +1225,7 @@ impl Validator {
             let public = r
                 .authenticators
                 .iter()
-                .all(|n| matches!(auths.get(n), Some(Authenticator::None)));
+                .all(|n| matches!(auths.get(n), Some(AuthenticatorConfig::None)));
             if public
                 && !r.authenticators.is_empty()
                 && promql != crate::enforce::prometheus::PromqlMode::Off

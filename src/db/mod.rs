@@ -246,6 +246,18 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// The database URL a config uses, for messages: the scheme and host only.
+pub fn describe_url(url: &Secret) -> String {
+    let u = url.expose();
+    match u.split_once("://") {
+        Some((scheme, rest)) if scheme.starts_with("postgres") => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{}", host.split(['?']).next().unwrap_or(host))
+        }
+        _ => u.split('?').next().unwrap_or(u).to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,8 +28,8 @@ use super::promql::{
 use crate::authenticate::Caller;
 use crate::authorize::Permit;
 use crate::authorize::cedar::Policies;
-use crate::config::Balance;
 use crate::error::Rejection;
+use crate::proxy::upstream::config::Balance;
 
 /// Largest POST form the gateway reads to enforce (Prometheus queries are far smaller).
 pub const MAX_FORM_BYTES: usize = 60 * 1024;

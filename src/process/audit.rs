@@ -14,8 +14,6 @@ use std::sync::{Arc, mpsc};
 
 use serde::Serialize;
 
-use crate::config::AuditSink;
-
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
     pub time: String,
@@ -169,4 +167,12 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    Off,
+    Stdout,
+    File(std::path::PathBuf),
 }

@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Authenticator, BackendAddr, Config};
+use crate::authenticate::config::AuthenticatorConfig;
+use crate::config::Config;
+use crate::proxy::upstream::config::BackendAddr;
 
 /// One target's result.
 pub struct Reach {
@@ -53,7 +55,7 @@ fn targets(config: &Config) -> Vec<(String, String, Probe)> {
     for (name, a) in &config.authenticators {
         let key = format!("authenticators.{name}");
         match a {
-            Authenticator::Ldap(l) => {
+            AuthenticatorConfig::Ldap(l) => {
                 let port = if l.url.starts_with("ldaps://") {
                     636
                 } else {
@@ -63,11 +65,13 @@ fn targets(config: &Config) -> Vec<(String, String, Probe)> {
                     out.push((key, l.url.clone(), Probe::Tcp(hp)));
                 }
             }
-            Authenticator::OidcBearer(crate::authenticate::oidc::BearerConfig {
-                provider, ..
+            AuthenticatorConfig::OidcBearer(crate::authenticate::oidc::BearerConfig {
+                provider,
+                ..
             })
-            | Authenticator::OidcLogin(crate::authenticate::oidc::LoginConfig {
-                provider, ..
+            | AuthenticatorConfig::OidcLogin(crate::authenticate::oidc::LoginConfig {
+                provider,
+                ..
             }) => {
                 let url = format!(
                     "{}/.well-known/openid-configuration",

@@ -25,8 +25,6 @@ use caps::{CapSet, Capability};
 use nix::unistd::{Gid, Uid, User};
 use serde_json::{Value, json};
 
-use crate::config::RunAs;
-
 /// What to do when started as root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootPolicy {
@@ -238,4 +236,12 @@ pub fn status() -> Value {
             "bounding": set(CapSet::Bounding),
         },
     })
+}
+
+/// A user and group, resolved when the config is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
 }

@@ -126,7 +126,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
 fn strip_list(config: &Config) -> Vec<String> {
     let mut list = config.strip_headers.clone();
     for a in config.authenticators.values() {
-        if let crate::config::Authenticator::TrustedHeader(t) = a {
+        if let crate::authenticate::config::AuthenticatorConfig::TrustedHeader(t) = a {
             let n = crate::authenticate::headers::normalize_header_name(t.header.as_str());
             if !list.contains(&n) {
                 list.push(n);
@@ -177,7 +177,7 @@ async fn prepare_database(config: &Config) -> Result<(), String> {
     if config.database.backend == crate::db::Backend::Sqlite || config.accounting.is_some() {
         crate::process::tls::create_private_dir(&config.state_dir)?;
     }
-    let where_ = crate::config::describe_url(&config.database.url);
+    let where_ = crate::db::describe_url(&config.database.url);
     let db = crate::db::Db::open(&config.database)
         .await
         .map_err(|e| format!("{}: {e} ({where_})", config.path.display()))?;
@@ -251,7 +251,7 @@ pub fn run(
         config.state_dir.as_path(),
         config.process.pid_file.as_path(),
     ];
-    if let crate::config::AuditSink::File(p) = &config.audit {
+    if let crate::process::audit::AuditSink::File(p) = &config.audit {
         crate::process::audit::create(p)?;
         owned.push(p.as_path());
     }

@@ -10,8 +10,6 @@ use prometheus::{
 };
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Logging;
-
 /// Installs the global subscriber. `RUST_LOG` wins over the config's level.
 pub fn init_logging(cfg: &Logging) {
     let filter = EnvFilter::try_from_default_env()
@@ -372,4 +370,12 @@ impl Metrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// `[logging]`: the log level and format, and whether each request is logged.
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub level: String,
+    pub json: bool,
+    pub access_log: bool,
 }

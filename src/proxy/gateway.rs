@@ -296,7 +296,7 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
             );
             let key = crate::authorize::rate_limit::key_for(permit.caller(), ctx.client);
             snap.rate_limits.check(&route.config, &key).await?;
-            if route.config.kind == crate::config::RouteKind::Prometheus {
+            if route.config.kind == crate::proxy::route::RouteKind::Prometheus {
                 let a = crate::enforce::prometheus::admit(session, &permit, &snap.policies, &path)
                     .await?;
                 ctx.body_replacement = a.body;

@@ -17,8 +17,8 @@ use pingora::prelude::*;
 
 use crate::authenticate::api_key::API_KEY_HEADER;
 use crate::authorize::Permit;
-use crate::config::BackendAddr;
 use crate::proxy::route;
+use crate::proxy::upstream::config::BackendAddr;
 
 /// Facts about the downstream connection the rewrite needs.
 pub struct Downstream<'a> {

@@ -1,10 +1,12 @@
 //! The `route` step: the longest path prefix (on whole segments) among routes for the
-//! request's host, then among routes for any host.
+//! request's host, then among routes for any host. Owns the checked `[[routes]]` type
+//! ([`Route`]) that `config/` validation builds.
 
 use std::sync::Arc;
 
 use crate::authenticate::RouteAuth;
-use crate::config::Route;
+use crate::authorize::rate_limit::RateLimit;
+use crate::enforce::slurmrestd::config::SlurmRoute;
 use crate::proxy::upstream::Pool;
 
 /// A route with what it needs at request time.
@@ -90,6 +92,71 @@ pub fn host_for_routing(raw: &str) -> String {
         raw.split(':').next().unwrap_or_default()
     };
     host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+/// What a route fronts, which decides its enforcement step (`kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    Generic,
+    Slurmrestd,
+    Prometheus,
+    Accounting,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Generic => "generic",
+            RouteKind::Slurmrestd => "slurmrestd",
+            RouteKind::Prometheus => "prometheus",
+            RouteKind::Accounting => "accounting",
+        }
+    }
+}
+
+/// One checked `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Without a trailing `/` (except the root route `/`).
+    pub path_prefix: String,
+    pub host: Option<String>,
+    pub strip_prefix: bool,
+    pub pool: String,
+    pub kind: RouteKind,
+    pub authenticators: Vec<String>,
+    pub pass_bearer_token: bool,
+    pub forward_cookies: bool,
+    pub identity_headers: IdentityHeaders,
+    pub rate_limit: Option<RateLimit>,
+    pub preserve_host: bool,
+    /// Normalised like `path_prefix`.
+    pub admin_paths: Vec<String>,
+    pub promql: crate::enforce::prometheus::PromqlMode,
+    /// Set exactly for `kind = "slurmrestd"` routes.
+    pub slurm: Option<SlurmRoute>,
+}
+
+/// Header names (lower case) the rewrite step writes for a route; `None` writes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user: Option<http::HeaderName>,
+    pub groups: Option<http::HeaderName>,
+    pub email: Option<http::HeaderName>,
+    pub preferred_username: Option<http::HeaderName>,
+}
+
+impl IdentityHeaders {
+    pub fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        [
+            &self.user,
+            &self.groups,
+            &self.email,
+            &self.preferred_username,
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::accounting::directory;
 use crate::accounting::store::{self, Unit};
-use crate::config::SlurmTokenMode;
 use crate::db::{Db, now};
+use crate::enforce::slurmrestd::config::SlurmTokenMode;
 
 /// The watermark's source name.
 pub const SOURCE: &str = "slurmdb";

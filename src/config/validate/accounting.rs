@@ -7,7 +7,7 @@ use super::Validator;
 use crate::accounting::ingest::metrics::{MetricKind, MetricsConfig};
 use crate::accounting::ingest::slurm::SlurmIngest;
 use crate::accounting::{AccountingConfig, ClusterConfig};
-use crate::config::{BackendAddr, Pool, raw, resolve_path};
+use crate::config::{BackendAddr, PoolConfig, raw, resolve_path};
 
 /// The shortest shared secret accepted between gateways and `hpcgate accounting serve`.
 const MIN_SECRET_LEN: usize = 32;
@@ -23,7 +23,7 @@ impl Validator {
     fn metrics(
         &mut self,
         raw: raw::AccountingMetrics,
-        pools: &BTreeMap<String, Pool>,
+        pools: &BTreeMap<String, PoolConfig>,
     ) -> Option<MetricsConfig> {
         let key = "accounting.metrics";
         let pool = match pools.get(&raw.pool) {
@@ -201,7 +201,7 @@ impl Validator {
         raw: raw::Accounting,
         state_dir: &std::path::Path,
         admin_groups: &[String],
-        pools: &BTreeMap<String, Pool>,
+        pools: &BTreeMap<String, PoolConfig>,
     ) -> AccountingConfig {
         let socket = resolve_path(
             state_dir,

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use super::Validator;
 use crate::authenticate::headers::normalize_header_name;
-use crate::config::{Authenticator, Tokens, TrustedHeader, raw};
+use crate::config::{AuthenticatorConfig, Tokens, TrustedHeader, raw};
 use crate::db::{Backend, DbConfig};
-use crate::secret::Secret;
 
 impl Validator {
     pub(super) fn database(&mut self, raw: raw::Database, state_dir: &std::path::Path) -> DbConfig {
@@ -62,7 +61,7 @@ impl Validator {
         &mut self,
         key: &str,
         a: raw::Authenticator,
-    ) -> Option<Authenticator> {
+    ) -> Option<AuthenticatorConfig> {
         Some(match a {
             raw::Authenticator::ApiKey { cache_ttl } => {
                 let cache_ttl = self.duration(
@@ -76,13 +75,13 @@ impl Validator {
                         "must be at most 1s, so that a revoked key stops working within a second",
                     );
                 }
-                Authenticator::ApiKey { cache_ttl }
+                AuthenticatorConfig::ApiKey { cache_ttl }
             }
             raw::Authenticator::GatewayJwt { audience } => {
                 if audience.as_deref().is_some_and(str::is_empty) {
                     self.err(format!("{key}.audience"), "must be non-empty");
                 }
-                Authenticator::GatewayJwt { audience }
+                AuthenticatorConfig::GatewayJwt { audience }
             }
             raw::Authenticator::TrustedHeader {
                 authenticator,
@@ -131,7 +130,7 @@ impl Validator {
                         ),
                     }
                 }
-                Authenticator::TrustedHeader(TrustedHeader {
+                AuthenticatorConfig::TrustedHeader(TrustedHeader {
                     authenticator,
                     services,
                     header,
@@ -164,7 +163,7 @@ impl Validator {
                         ),
                     }
                 }
-                Authenticator::ClientCert {
+                AuthenticatorConfig::ClientCert {
                     certificates: pinned,
                 }
             }
@@ -175,22 +174,23 @@ impl Validator {
     /// Checks between authenticators and `[tokens]`, once all are known.
     pub(super) fn cross_check_keys(
         &mut self,
-        auths: &BTreeMap<String, Authenticator>,
+        auths: &BTreeMap<String, AuthenticatorConfig>,
         tokens: &Tokens,
     ) {
         for (name, a) in auths {
-            let Authenticator::TrustedHeader(t) = a else {
+            let AuthenticatorConfig::TrustedHeader(t) = a else {
                 continue;
             };
             let key = format!("authenticators.{name}.authenticator");
             match auths.get(&t.authenticator) {
                 None if self.failed_authenticators.contains(&t.authenticator) => {}
                 None => self.err(key, format!("unknown authenticator `{}`", t.authenticator)),
-                Some(Authenticator::None | Authenticator::TrustedHeader(_)) => self.err(
-                    key,
-                    "must be an authenticator that proves the service (api_key, static, ldap, \
+                Some(AuthenticatorConfig::None | AuthenticatorConfig::TrustedHeader(_)) => self
+                    .err(
+                        key,
+                        "must be an authenticator that proves the service (api_key, static, ldap, \
                      gateway_jwt), not none or another trusted_header",
-                ),
+                    ),
                 Some(_) => {}
             }
         }
@@ -199,7 +199,7 @@ impl Validator {
             match auths.get(n) {
                 None if self.failed_authenticators.contains(n) => {}
                 None => self.err(key, format!("unknown authenticator `{n}`")),
-                Some(Authenticator::Static { .. } | Authenticator::Ldap(_)) => {}
+                Some(AuthenticatorConfig::Static { .. } | AuthenticatorConfig::Ldap(_)) => {}
                 Some(other) => self.err(
                     key,
                     format!(
@@ -225,16 +225,4 @@ fn parse_fingerprint(fp: &str) -> Option<[u8; 32]> {
         *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// The database URL a config uses, for messages: the scheme and host only.
-pub fn describe_url(url: &Secret) -> String {
-    let u = url.expose();
-    match u.split_once("://") {
-        Some((scheme, rest)) if scheme.starts_with("postgres") => {
-            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-            format!("{scheme}://{}", host.split(['?']).next().unwrap_or(host))
-        }
-        _ => u.split('?').next().unwrap_or(u).to_string(),
-    }
 }

@@ -8,7 +8,7 @@ use jsonwebtoken::Algorithm;
 use openidconnect::IssuerUrl;
 use openidconnect::url::{Host, Url};
 
-use super::{Authenticator, Validator, raw, resolve_path};
+use super::{AuthenticatorConfig, Validator, raw, resolve_path};
 use crate::authenticate::oidc::{
     BearerConfig, ClaimPath, ClaimsConfig, Lifetimes, LoginConfig, ProviderConfig, SessionKeyBytes,
     read_key_file,
@@ -185,7 +185,11 @@ impl Validator {
         })
     }
 
-    pub(super) fn oidc_bearer(&mut self, key: &str, r: raw::OidcBearer) -> Option<Authenticator> {
+    pub(super) fn oidc_bearer(
+        &mut self,
+        key: &str,
+        r: raw::OidcBearer,
+    ) -> Option<AuthenticatorConfig> {
         if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
             self.err(
                 format!("{key}.audiences"),
@@ -214,7 +218,7 @@ impl Validator {
         };
         let provider = self.oidc_provider(key, &common);
         let (algorithms, claims) = self.oidc_common(key, common);
-        Some(Authenticator::OidcBearer(BearerConfig {
+        Some(AuthenticatorConfig::OidcBearer(BearerConfig {
             provider: provider?,
             audiences: r.audiences,
             algorithms,
@@ -223,7 +227,11 @@ impl Validator {
         }))
     }
 
-    pub(super) fn oidc_login(&mut self, key: &str, r: raw::OidcLogin) -> Option<Authenticator> {
+    pub(super) fn oidc_login(
+        &mut self,
+        key: &str,
+        r: raw::OidcLogin,
+    ) -> Option<AuthenticatorConfig> {
         if r.client_id.is_empty() {
             self.err(format!("{key}.client_id"), "must not be empty");
         }
@@ -312,7 +320,7 @@ impl Validator {
         };
         let provider = self.oidc_provider(key, &common);
         let (algorithms, claims) = self.oidc_common(key, common);
-        Some(Authenticator::OidcLogin(LoginConfig {
+        Some(AuthenticatorConfig::OidcLogin(LoginConfig {
             provider: provider?,
             client_id: r.client_id,
             client_secret: client_secret?,
@@ -327,10 +335,10 @@ impl Validator {
     }
 
     /// `/auth/callback` serves one browser login.
-    pub(super) fn one_oidc_login(&mut self, auths: &BTreeMap<String, Authenticator>) {
+    pub(super) fn one_oidc_login(&mut self, auths: &BTreeMap<String, AuthenticatorConfig>) {
         let logins: Vec<&String> = auths
             .iter()
-            .filter(|(_, a)| matches!(a, Authenticator::OidcLogin(_)))
+            .filter(|(_, a)| matches!(a, AuthenticatorConfig::OidcLogin(_)))
             .map(|(n, _)| n)
             .collect();
         for extra in logins.iter().skip(1) {

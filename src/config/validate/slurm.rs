@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::Validator;
 use crate::config::{
-    Authenticator, HealthCheck, RouteKind, SlurmClaims, SlurmRoute, SlurmTokenMode, raw,
+    AuthenticatorConfig, HealthCheck, RouteKind, SlurmClaims, SlurmRoute, SlurmTokenMode, raw,
     resolve_path,
 };
 
@@ -79,7 +79,7 @@ impl Validator {
         kind: RouteKind,
         raw: Option<raw::SlurmRoute>,
         authenticators: &[String],
-        auths: &BTreeMap<String, Authenticator>,
+        auths: &BTreeMap<String, AuthenticatorConfig>,
     ) -> Option<SlurmRoute> {
         let route_key = key;
         let key = format!("{key}.slurm");
@@ -91,7 +91,7 @@ impl Validator {
         }
         if authenticators
             .iter()
-            .any(|a| matches!(auths.get(a), Some(Authenticator::None)))
+            .any(|a| matches!(auths.get(a), Some(AuthenticatorConfig::None)))
         {
             self.err(
                 format!("{route_key}.authenticators"),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Validator;
-use crate::config::{Authenticator, Route, raw};
+use crate::config::{AuthenticatorConfig, Route, raw};
 use crate::site::web::WebConfig;
 use crate::site::web::grafana::GrafanaTemplate;
 
@@ -11,13 +11,13 @@ impl Validator {
     pub(super) fn web(
         &mut self,
         raw: raw::Web,
-        authenticators: &BTreeMap<String, Authenticator>,
+        authenticators: &BTreeMap<String, AuthenticatorConfig>,
         routes: &[Route],
         admin_groups: &[String],
     ) -> WebConfig {
         let has_login = authenticators
             .values()
-            .any(|a| matches!(a, Authenticator::OidcLogin(_)));
+            .any(|a| matches!(a, AuthenticatorConfig::OidcLogin(_)));
         if !has_login && self.failed_authenticators.is_empty() {
             self.err(
                 "web",
@@ -63,7 +63,10 @@ impl Validator {
                 .iter()
                 .filter(|r| {
                     r.authenticators.iter().any(|a| {
-                        matches!(authenticators.get(a), Some(Authenticator::ApiKey { .. }))
+                        matches!(
+                            authenticators.get(a),
+                            Some(AuthenticatorConfig::ApiKey { .. })
+                        )
                     })
                 })
                 .map(|r| r.name.clone())

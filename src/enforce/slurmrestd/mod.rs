@@ -11,6 +11,7 @@
 //!
 //! All JOSE work is jsonwebtoken's. Neither keys nor tokens are ever logged.
 
+pub mod config;
 pub mod paths;
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use pingora::http::RequestHeader;
 use crate::authenticate::Caller;
 use crate::authenticate::Identity;
 use crate::authorize::Permit;
-use crate::config::{SlurmRoute, SlurmTokenMode};
+use crate::enforce::slurmrestd::config::{SlurmRoute, SlurmTokenMode};
 use crate::error::Rejection;
 use crate::secret::Secret;
 

@@ -1,7 +1,7 @@
 //! Unit tests of the Slurm step (the real Slurm is in tests/slurm.rs).
 
 use super::*;
-use crate::config::SlurmClaims;
+use crate::enforce::slurmrestd::config::SlurmClaims;
 
 fn gate(mode: SlurmTokenMode, user_claim: &str) -> SlurmGate {
     SlurmGate::new(

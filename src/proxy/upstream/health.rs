@@ -16,9 +16,9 @@ use pingora::services::background::BackgroundService;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{BackendAddr, Balance, HealthCheck};
 use crate::enforce::slurmrestd::SlurmGate;
 use crate::proxy::upstream::Pool;
+use crate::proxy::upstream::config::{BackendAddr, Balance, HealthCheck};
 
 /// A pool, with the Slurm step of a slurmrestd route in front of it (for the check's token).
 #[derive(Clone)]

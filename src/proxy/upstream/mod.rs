@@ -12,6 +12,7 @@
 //! health checks (`health.rs`) take a backend out of every pool, even its only one, while
 //! they find it down.
 
+pub mod config;
 pub mod health;
 
 use std::sync::Arc;
@@ -24,12 +25,12 @@ use pingora::utils::tls::WrappedX509;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{self, BackendAddr, Balance};
 use crate::error::Rejection;
+use crate::proxy::upstream::config::{BackendAddr, Balance, PoolConfig};
 use crate::proxy::upstream::health::BackendHealth;
 
 pub struct Pool {
-    pub config: config::Pool,
+    pub config: PoolConfig,
     next: AtomicUsize,
     /// Per backend: milliseconds since `epoch` until which it is skipped.
     down_until: Vec<AtomicU64>,
@@ -49,7 +50,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: &config::Pool) -> Result<Self, String> {
+    pub fn new(config: &PoolConfig) -> Result<Self, String> {
         let ca = match &config.tls_ca {
             None => None,
             Some(path) => Some(load_ca(path)?),
@@ -289,7 +290,7 @@ mod tests {
                 tls: false,
             })
             .collect();
-        Pool::new(&config::Pool {
+        Pool::new(&PoolConfig {
             name: "p".into(),
             backends,
             connect_timeout: Duration::from_secs(1),
