@@ -257,7 +257,13 @@ fn run(command: Command) -> Result<ExitCode, String> {
         } => {
             let config = config::load(&config).map_err(|e| format!("refusing to start:\n{e}"))?;
             telemetry::init_logging(&config.logging);
-            hpcgate::accounting::standalone(&config)?;
+            hpcgate::accounting::standalone(
+                &config.path,
+                config.accounting.as_ref(),
+                &config.database,
+                &config.state_dir,
+                config.threads,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Apikey { config, action } => {

@@ -138,31 +138,36 @@ pub fn bind_private(path: &std::path::Path) -> Result<std::os::unix::net::UnixLi
 
 /// `hpcgate accounting serve`: the service alone on `[accounting] listen`, until SIGTERM or
 /// SIGINT.
-pub fn standalone(config: &crate::config::Config) -> Result<(), String> {
-    let cfg = config
-        .accounting
-        .clone()
-        .ok_or_else(|| format!("{}: has no [accounting] section", config.path.display()))?;
+pub fn standalone(
+    config_path: &std::path::Path,
+    accounting: Option<&AccountingConfig>,
+    database: &DbConfig,
+    state_dir: &std::path::Path,
+    threads: usize,
+) -> Result<(), String> {
+    let cfg = accounting
+        .cloned()
+        .ok_or_else(|| format!("{}: has no [accounting] section", config_path.display()))?;
     let (Some(addr), Some(secret)) = (cfg.listen, cfg.shared_secret.clone()) else {
         return Err(format!(
             "{}: [accounting] needs listen and shared_secret (or shared_secret_file) to run alone",
-            config.path.display()
+            config_path.display()
         ));
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads.max(1))
+        .worker_threads(threads.max(1))
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
-        if config.database.backend == crate::db::Backend::Sqlite {
-            crate::process::tls::create_private_dir(&config.state_dir)?;
+        if database.backend == crate::db::Backend::Sqlite {
+            crate::process::tls::create_private_dir(state_dir)?;
         }
-        let where_ = crate::db::describe_url(&config.database.url);
-        let db = Db::open(&config.database)
+        let where_ = crate::db::describe_url(&database.url);
+        let db = Db::open(database)
             .await
-            .map_err(|e| format!("{}: {e} ({where_})", config.path.display()))?;
+            .map_err(|e| format!("{}: {e} ({where_})", config_path.display()))?;
         sync(&db, &cfg).await.map_err(|e| e.to_string())?;
         let cfg = Arc::new(cfg);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

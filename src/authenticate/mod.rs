@@ -30,7 +30,6 @@ use base64::Engine;
 pub use identity::{Identity, usable_group};
 
 use crate::authenticate::config::AuthenticatorConfig;
-use crate::config::Config;
 use crate::error::Rejection;
 
 /// What an authenticator may look at.
@@ -183,26 +182,29 @@ pub struct Authenticators {
 }
 
 impl Authenticators {
-    pub fn build(config: &Config) -> Result<Self, String> {
-        let db = if config.uses_database() {
-            Some(crate::db::Db::lazy(&config.database).map_err(|e| e.to_string())?)
-        } else {
-            None
-        };
-        let wants_keys = !config.tokens.authenticators.is_empty()
-            || config
-                .authenticators
+    /// `db` is the gateway's database when the config uses one (API keys and the browser
+    /// login need it); `privileged` are the users trusted services may not act for unless
+    /// allowed by name.
+    pub fn build(
+        authenticators: &BTreeMap<String, AuthenticatorConfig>,
+        tokens: &crate::tokens::Tokens,
+        state_dir: &std::path::Path,
+        db: Option<crate::db::Db>,
+        privileged: &std::collections::BTreeSet<String>,
+    ) -> Result<Self, String> {
+        let wants_keys = !tokens.authenticators.is_empty()
+            || authenticators
                 .values()
                 .any(|a| matches!(a, AuthenticatorConfig::GatewayJwt { .. }));
         let signing_keys = if wants_keys {
-            Some(crate::tokens::SigningKeys::open(&config.state_dir)?)
+            Some(crate::tokens::SigningKeys::open(state_dir)?)
         } else {
             None
         };
         let mut by_name = BTreeMap::new();
         let mut login = None;
         // Trusted-header authenticators wrap another one: build them second.
-        for (name, a) in &config.authenticators {
+        for (name, a) in authenticators {
             let built: Option<Arc<dyn Authenticator>> = match a {
                 AuthenticatorConfig::None => None,
                 AuthenticatorConfig::Static {
@@ -223,11 +225,11 @@ impl Authenticators {
                 }
                 AuthenticatorConfig::GatewayJwt { audience } => {
                     let keys = signing_keys.clone().ok_or("gateway_jwt without keys")?;
-                    let audience = audience.as_deref().unwrap_or(&config.tokens.audience);
+                    let audience = audience.as_deref().unwrap_or(&tokens.audience);
                     Some(Arc::new(gateway_jwt::GatewayJwt::new(
                         name,
                         keys,
-                        &config.tokens.issuer,
+                        &tokens.issuer,
                         audience,
                     )))
                 }
@@ -239,12 +241,7 @@ impl Authenticators {
                 }
                 AuthenticatorConfig::OidcLogin(cfg) => {
                     let db = db.clone().ok_or("oidc_login without a database")?;
-                    let a = Arc::new(oidc::OidcLogin::new(
-                        name,
-                        cfg.clone(),
-                        &config.state_dir,
-                        db,
-                    )?);
+                    let a = Arc::new(oidc::OidcLogin::new(name, cfg.clone(), state_dir, db)?);
                     login = Some(a.clone());
                     Some(a)
                 }
@@ -252,8 +249,7 @@ impl Authenticators {
             };
             by_name.insert(name.clone(), built);
         }
-        let privileged = config.privileged_users();
-        for (name, a) in &config.authenticators {
+        for (name, a) in authenticators {
             if let AuthenticatorConfig::TrustedHeader(t) = a {
                 let inner = by_name
                     .get(&t.authenticator)
@@ -263,7 +259,7 @@ impl Authenticators {
                         format!("{name}: authenticator {} not built", t.authenticator)
                     })?;
                 let built: Arc<dyn Authenticator> = Arc::new(
-                    trusted_header::TrustedHeaderAuth::new(name, inner, t.clone(), &privileged),
+                    trusted_header::TrustedHeaderAuth::new(name, inner, t.clone(), privileged),
                 );
                 by_name.insert(name.clone(), Some(built));
             }

@@ -32,7 +32,18 @@ const L4_BUFFERS: L4BufferSettings = L4BufferSettings {
 /// Builds everything requests need from a config. Fails (with a reason) rather than
 /// half-building.
 pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
-    let auths = Authenticators::build(config)?;
+    let db = if config.uses_database() {
+        Some(crate::db::Db::lazy(&config.database).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let auths = Authenticators::build(
+        &config.authenticators,
+        &config.tokens,
+        &config.state_dir,
+        db,
+        &config.privileged_users(),
+    )?;
     let mut pools = std::collections::BTreeMap::new();
     for (name, p) in &config.pools {
         pools.insert(name.clone(), Arc::new(Pool::new(p)?));
@@ -115,7 +126,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
         token_auth,
         token_issuer,
         signing_keys: auths.signing_keys.clone(),
-        web: crate::site::web::Web::build(config, auths.login())?,
+        web: crate::site::web::Web::build(config.web.as_ref(), &config.database, auths.login())?,
         login: auths.login(),
         pools: targets,
     })

@@ -158,14 +158,15 @@ fn store_down(e: crate::db::StoreError) -> Rejection {
 impl Web {
     /// The page, if `[web]` is configured (validation made sure `oidc_login` is).
     pub fn build(
-        config: &crate::config::Config,
+        web: Option<&WebConfig>,
+        database: &crate::db::DbConfig,
         login: Option<Arc<OidcLogin>>,
     ) -> Result<Option<Arc<Web>>, String> {
-        let Some(cfg) = &config.web else {
+        let Some(cfg) = web else {
             return Ok(None);
         };
         let login = login.ok_or("[web] needs an oidc_login authenticator")?;
-        let db = Db::lazy(&config.database).map_err(|e| format!("[web]: database: {e}"))?;
+        let db = Db::lazy(database).map_err(|e| format!("[web]: database: {e}"))?;
         Ok(Some(Arc::new(Web {
             cfg: cfg.clone(),
             login,
