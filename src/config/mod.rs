@@ -1,6 +1,13 @@
 //! Configuration in two stages: `raw` (what the TOML says) and `validate` (a checked
 //! [`Config`], or every problem at once as `FILE:KEY: reason`).
 //!
+//! Imports go one way: each subsystem owns its checked section (`proxy::upstream::config`,
+//! `proxy::route`, `authenticate::config`, `enforce::slurmrestd::config`, `db::DbConfig`, …)
+//! and `config/` imports the owners to build them. Nothing below the top of the process
+//! imports `config/`, except the leaf [`error`] that owners use to report problems.
+//! [`Config`] itself, with `[process]`, `[gateway]` and the listeners, is for the top of the
+//! process (`process::server`, `process::reload`, the command line).
+//!
 //! Config text is never echoed in an error: it may hold secrets.
 
 pub mod error;
@@ -13,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::{ConfigError, ConfigErrors, line_at};
+// For config's own use; everyone else imports `config::error`.
+use error::{ConfigError, ConfigErrors, line_at};
 pub use validate::{load, parse};
 
 // The checked types each subsystem owns, imported here (not re-exported) so that validation
