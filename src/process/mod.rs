@@ -8,6 +8,7 @@ pub mod demo;
 pub mod online;
 pub mod privileges;
 pub mod reload;
+pub mod reload_outcome;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -17,7 +17,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -25,10 +25,10 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rustls::pki_types::CertificateDer;
-use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
+use crate::process::reload_outcome;
 use crate::process::tls::CertStore;
 use crate::proxy::gateway::Snapshot;
 use crate::proxy::upstream::health::Target;
@@ -128,7 +128,7 @@ impl Reloader {
                 });
             }
         }
-        record(Ok(()), &config.path);
+        reload_outcome::record(Ok(()), &config.path);
         Reloader {
             path: config.path.clone(),
             shared,
@@ -192,7 +192,7 @@ impl Reloader {
             .config_reloads
             .with_label_values(&["ok"])
             .inc();
-        record(Ok(()), &config.path);
+        reload_outcome::record(Ok(()), &config.path);
         tracing::info!(
             config = %config.path.display(),
             routes = config.routes.len(),
@@ -215,7 +215,7 @@ impl Reloader {
             config = %self.path.display(),
             "reload refused: the running config keeps serving"
         );
-        record(Err(error), &self.path);
+        reload_outcome::record(Err(error), &self.path);
     }
 
     /// Reloads the certificates whose files changed since they were last read.
@@ -291,46 +291,6 @@ impl BackgroundService for Reloader {
                 }
             }
         }
-    }
-}
-
-/// The outcome of the last (re)load, for `/-/status`.
-struct Outcome {
-    config: String,
-    at: String,
-    ok: bool,
-    error: Option<String>,
-    applied_at: String,
-}
-
-static OUTCOME: Mutex<Option<Outcome>> = Mutex::new(None);
-
-fn record(result: Result<(), String>, path: &Path) {
-    let at = crate::process::audit::now_rfc3339();
-    if let Ok(mut o) = OUTCOME.lock() {
-        let applied_at = match (&result, o.as_ref()) {
-            (Err(_), Some(prev)) => prev.applied_at.clone(),
-            _ => at.clone(),
-        };
-        *o = Some(Outcome {
-            config: path.display().to_string(),
-            at,
-            ok: result.is_ok(),
-            error: result.err(),
-            applied_at,
-        });
-    }
-}
-
-/// The config file, when it was applied, and the last reload's outcome.
-pub fn status() -> Value {
-    match OUTCOME.lock().ok().as_deref().and_then(|o| o.as_ref()) {
-        Some(o) => json!({
-            "file": o.config,
-            "applied_at": o.applied_at,
-            "last_reload": {"at": o.at, "ok": o.ok, "error": o.error},
-        }),
-        None => Value::Null,
     }
 }
 

@@ -151,7 +151,7 @@ impl Endpoint {
                 {
                     let mut v = crate::proxy::upstream::health::status(&snap.pools);
                     v["data"]["process"] = crate::process::privileges::status();
-                    v["data"]["config"] = crate::process::reload::status();
+                    v["data"]["config"] = crate::process::reload_outcome::status();
                     Reply::json(200, v)
                 } else {
                     Reply::json(200, crate::proxy::upstream::health::summary(&snap.pools))
