@@ -150,6 +150,24 @@ impl std::fmt::Display for Rejection {
     }
 }
 
+/// A response the gateway writes itself (its own endpoints and pages); a refusal is a
+/// [`Rejection`], written by the same code.
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(status: u16, value: serde_json::Value) -> Self {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(value.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@
 pub mod api_key;
 pub mod client_cert;
 pub mod config;
+pub mod csrf;
 pub mod gateway_jwt;
 pub mod headers;
 mod identity;

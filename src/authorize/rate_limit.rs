@@ -14,7 +14,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::Rejection;
-use crate::proxy::route::Route;
+use crate::proxy::route::{RateLimit, Route};
 
 /// GCRA in Redis. KEYS[1]: the budget's key. ARGV: emission interval T and burst tolerance
 /// (burst - 1) * T, in microseconds. Returns 0 when allowed, else microseconds to wait.
@@ -180,12 +180,4 @@ pub fn key_for(caller: &crate::authenticate::Caller, client: Option<std::net::Ip
         Some(id) => format!("u:{}", id.user()),
         None => format!("ip:{}", client.map(|c| c.to_string()).unwrap_or_default()),
     }
-}
-
-/// A per-user budget: `burst` at once, refilled at `requests` per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub requests: u32,
-    pub per: Duration,
-    pub burst: u32,
 }

@@ -27,11 +27,11 @@ pub use validate::{load, parse};
 // The checked types each subsystem owns, imported here (not re-exported) so that validation
 // can build them and `Config` can hold them.
 use crate::authenticate::config::{AuthenticatorConfig, TrustedHeader};
-use crate::authorize::rate_limit::RateLimit;
 use crate::enforce::slurmrestd::config::{SlurmClaims, SlurmRoute, SlurmTokenMode};
 use crate::process::audit::AuditSink;
 use crate::process::privileges::RunAs;
 use crate::process::telemetry::Logging;
+use crate::proxy::route::RateLimit;
 use crate::proxy::route::{IdentityHeaders, Route, RouteKind};
 use crate::proxy::upstream::config::{BackendAddr, Balance, HealthCheck, PoolConfig};
 use crate::secret::Secret;

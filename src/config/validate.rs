@@ -394,8 +394,8 @@ impl Validator {
         key: &str,
         kind: RouteKind,
         raw: Option<raw::Promql>,
-    ) -> crate::enforce::prometheus::PromqlMode {
-        use crate::enforce::prometheus::PromqlMode;
+    ) -> crate::enforce::prometheus::config::PromqlMode {
+        use crate::enforce::prometheus::config::PromqlMode;
         let Some(p) = raw else {
             return match kind {
                 RouteKind::Prometheus => PromqlMode::Label {
@@ -1228,7 +1228,7 @@ impl Validator {
                 .all(|n| matches!(auths.get(n), Some(AuthenticatorConfig::None)));
             if public
                 && !r.authenticators.is_empty()
-                && promql != crate::enforce::prometheus::PromqlMode::Off
+                && promql != crate::enforce::prometheus::config::PromqlMode::Off
             {
                 self.err(
                     format!("{key}.promql"),

@@ -66,7 +66,7 @@ pub fn snapshot(config: &Config) -> Result<Snapshot, String> {
                 .as_ref()
                 .map(|s| Arc::new(crate::enforce::slurmrestd::SlurmGate::new(&r.name, s))),
             ownership: match r.promql {
-                crate::enforce::prometheus::PromqlMode::Ownership { .. } => {
+                crate::enforce::prometheus::config::PromqlMode::Ownership { .. } => {
                     let db = crate::db::Db::lazy(&config.database)
                         .map_err(|e| format!("route {}: database: {e}", r.name))?;
                     Some(Arc::new(crate::enforce::ownership::Ownership::new(db)))

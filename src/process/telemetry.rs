@@ -32,49 +32,6 @@ pub fn init_logging(cfg: &Logging) {
     let _ = result;
 }
 
-/// The per-request metrics beyond route and status: the policy decision (from the permit's
-/// verdict, or `denied_by_policy` when policy refused), and the upstream's pool, backend
-/// and status class when the request went upstream.
-pub fn observe_request(
-    admission: &crate::proxy::gateway::Admission,
-    denied_by_policy: Option<bool>,
-    route: &str,
-    backend: &str,
-    failed: bool,
-    status: u16,
-    elapsed: std::time::Duration,
-) {
-    let m = metrics();
-    let decision = match (admission, denied_by_policy) {
-        (crate::proxy::gateway::Admission::Admitted(p), _) => p.verdict().map(|_| "allow"),
-        (_, Some(allowed)) => Some(if allowed { "allow" } else { "deny" }),
-        _ => None,
-    };
-    if let Some(d) = decision {
-        m.policy_decisions.with_label_values(&[route, d]).inc();
-    }
-    if let crate::proxy::gateway::Admission::Admitted(p) = admission
-        && !backend.is_empty()
-    {
-        let pool = p.route().pool.config.name.as_str();
-        let class = match status {
-            _ if failed => "error",
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "error",
-        };
-        m.upstream_requests
-            .with_label_values(&[pool, backend, class])
-            .inc();
-        m.upstream_duration
-            .with_label_values(&[pool])
-            .observe(elapsed.as_secs_f64());
-    }
-}
-
 /// The gateway's metrics, registered once per process.
 pub struct Metrics {
     pub registry: Registry,
@@ -335,29 +292,6 @@ impl Metrics {
         self.auth_cache
             .with_label_values(&[cache, if hit { "hit" } else { "miss" }])
             .inc();
-    }
-
-    /// Sets `backend_up` from the pools of the running config (dropping pools a reload
-    /// removed), just before a scrape.
-    pub fn observe_backends(&self, targets: &[crate::proxy::upstream::health::Target]) {
-        self.backend_up.reset();
-        for t in targets {
-            let p = &t.pool;
-            for i in 0..p.config.backends.len() {
-                let up = if p.config.health_check.is_none() {
-                    i64::from(!p.passively_down(i))
-                } else {
-                    match p.health(i).state {
-                        "up" => 1,
-                        "down" => 0,
-                        _ => -1,
-                    }
-                };
-                self.backend_up
-                    .with_label_values(&[p.config.name.as_str(), &p.backend(i).to_string()])
-                    .set(up);
-            }
-        }
     }
 
     /// The Prometheus text exposition of every metric.

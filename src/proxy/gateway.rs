@@ -22,12 +22,13 @@ use crate::authenticate::{Caller, RequestInfo, RouteAuth, SetCookies};
 use crate::authorize::cedar::{Facts, Policies, Verdict};
 use crate::authorize::{Origin, Permit, authorize};
 use crate::error::Rejection;
+use crate::error::Reply;
 use crate::process::audit::{AuditLog, Record, now_rfc3339};
 use crate::process::shutdown::InFlight;
 use crate::proxy::rewrite::{Downstream, rewrite};
 use crate::proxy::route::{Router, raw_host, request_host};
 use crate::proxy::sanitize::Sanitizer;
-use crate::site::ops::{Endpoint, Reply};
+use crate::site::ops::Endpoint;
 
 /// Everything a request needs from the configuration, swapped whole on reload.
 pub struct Snapshot {
@@ -201,7 +202,7 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
     {
         ctx.label = page.name().to_string();
         ctx.decided = true;
-        let csrf = crate::site::web::field(&form, crate::site::web::csrf::FIELD);
+        let csrf = crate::site::web::field(&form, crate::authenticate::csrf::FIELD);
         return Ok(Admitted::Page(login.serve(page, &info, csrf).await?));
     }
 
@@ -276,11 +277,12 @@ async fn admit(session: &mut Session, ctx: &mut Ctx) -> Result<Admitted, Rejecti
         utc_offset: snap.utc_offset,
     };
     let own_origin = snap.login.as_ref().map(|l| l.origin());
-    let origin = if crate::site::web::csrf::same_origin(&session.req_header().headers, own_origin) {
-        Origin::Same
-    } else {
-        Origin::Unproven
-    };
+    let origin =
+        if crate::authenticate::csrf::same_origin(&session.req_header().headers, own_origin) {
+            Origin::Same
+        } else {
+            Origin::Unproven
+        };
     match authorize(
         &snap.policies,
         &route,
@@ -779,7 +781,7 @@ impl ProxyHttp for Gateway {
             (Admission::Admitted(p), Some(&i)) => p.route().pool.backend(i).to_string(),
             _ => String::new(),
         };
-        crate::process::telemetry::observe_request(
+        super::observe::observe_request(
             &ctx.admission,
             ctx.denial.as_ref().map(|(_, v, _)| v.allow),
             &ctx.label,

@@ -4,6 +4,7 @@
 //! health checks) → [`rewrite`] (the headers the upstream trusts).
 
 pub mod gateway;
+mod observe;
 pub mod rewrite;
 pub mod route;
 pub mod sanitize;

@@ -194,7 +194,7 @@ pub fn rewrite(
     if let Some(slurm) = &entry.slurm {
         let client = req.headers.clone();
         slurm
-            .write_headers(req, permit, &client)
+            .write_headers(req, permit.caller(), &client)
             .map_err(|e| Error::explain(ErrorType::InternalError, e))?;
     }
 

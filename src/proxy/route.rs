@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use crate::authenticate::RouteAuth;
-use crate::authorize::rate_limit::RateLimit;
 use crate::enforce::slurmrestd::config::SlurmRoute;
 use crate::proxy::upstream::Pool;
 
@@ -132,7 +131,7 @@ pub struct Route {
     pub preserve_host: bool,
     /// Normalised like `path_prefix`.
     pub admin_paths: Vec<String>,
-    pub promql: crate::enforce::prometheus::PromqlMode,
+    pub promql: crate::enforce::prometheus::config::PromqlMode,
     /// Set exactly for `kind = "slurmrestd"` routes.
     pub slurm: Option<SlurmRoute>,
 }
@@ -157,6 +156,14 @@ impl IdentityHeaders {
         .into_iter()
         .flatten()
     }
+}
+
+/// A per-user budget: `burst` at once, refilled at `requests` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub requests: u32,
+    pub per: std::time::Duration,
+    pub burst: u32,
 }
 
 #[cfg(test)]

@@ -7,25 +7,8 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::authenticate::Caller;
-use crate::error::Rejection;
+use crate::error::{Rejection, Reply};
 use crate::proxy::gateway::Snapshot;
-
-/// A response the gateway writes itself.
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Bytes,
-}
-
-impl Reply {
-    pub fn json(status: u16, value: serde_json::Value) -> Self {
-        Reply {
-            status,
-            content_type: "application/json",
-            body: Bytes::from(value.to_string()),
-        }
-    }
-}
 
 /// Which endpoint a `/-/` path names, and whether it needs a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +142,7 @@ impl Endpoint {
             }
             Endpoint::Metrics => {
                 let m = crate::process::telemetry::metrics();
-                m.observe_backends(&snap.pools);
+                crate::proxy::upstream::health::observe_backends(m, &snap.pools);
                 Reply {
                     status: 200,
                     content_type: "text/plain; version=0.0.4; charset=utf-8",

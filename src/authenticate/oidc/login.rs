@@ -139,7 +139,7 @@ pub struct OidcLogin {
     pub(super) provider: Provider,
     pub(super) key: CookieKey,
     /// Makes and checks the CSRF tokens of the user page and logout (`view.rs`).
-    pub(super) csrf: crate::site::web::csrf::CsrfKey,
+    pub(super) csrf: crate::authenticate::csrf::CsrfKey,
     /// Allowed ID token algorithms, as openidconnect names them.
     algorithms: Vec<CoreJwsSigningAlgorithm>,
     /// Sessions ended by logout, shared by every replica through the database.
@@ -175,7 +175,7 @@ impl OidcLogin {
             name: name.to_string(),
             provider: Provider::start(name, cfg.provider.clone())?,
             key: CookieKey::new(&key)?,
-            csrf: crate::site::web::csrf::CsrfKey::derive(&key),
+            csrf: crate::authenticate::csrf::CsrfKey::derive(&key),
             algorithms,
             ended: super::ended::EndedSessions::new(db),
             origin: cfg.redirect_url.origin().ascii_serialization(),

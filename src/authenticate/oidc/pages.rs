@@ -30,7 +30,7 @@ use super::session::{
 };
 use crate::authenticate::{Caller, RequestInfo};
 use crate::error::Rejection;
-use crate::site::ops::Reply;
+use crate::error::Reply;
 
 /// A page of the login flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +306,7 @@ impl OidcLogin {
         req: &RequestInfo<'_>,
         csrf: Option<&str>,
     ) -> Result<PageReply, Rejection> {
-        if crate::site::web::csrf::cross_site(req.headers) {
+        if crate::authenticate::csrf::cross_site(req.headers) {
             return Err(Rejection::Forbidden(
                 "logout from another site is refused".into(),
             ));

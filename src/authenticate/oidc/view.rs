@@ -1,5 +1,5 @@
 //! What the user page may know of a browser's session: when it ends, and its CSRF token
-//! (`crate::site::web::csrf`). Nothing here authenticates: the page has run the `oidc_login`
+//! (`crate::authenticate::csrf`). Nothing here authenticates: the page has run the `oidc_login`
 //! authenticator first.
 
 use super::login::OidcLogin;
@@ -17,7 +17,7 @@ pub struct SessionView {
 }
 
 fn binding(s: &Session) -> String {
-    crate::site::web::csrf::binding(&s.sub, s.created, &s.user)
+    crate::authenticate::csrf::binding(&s.sub, s.created, &s.user)
 }
 
 impl OidcLogin {

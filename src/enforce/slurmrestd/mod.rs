@@ -24,7 +24,6 @@ use pingora::http::RequestHeader;
 
 use crate::authenticate::Caller;
 use crate::authenticate::Identity;
-use crate::authorize::Permit;
 use crate::enforce::slurmrestd::config::{SlurmRoute, SlurmTokenMode};
 use crate::error::Rejection;
 use crate::secret::Secret;
@@ -313,16 +312,16 @@ impl SlurmGate {
         Ok(token)
     }
 
-    /// Writes `X-SLURM-USER-NAME` and `X-SLURM-USER-TOKEN` for the permit's user. `admit`
-    /// ran [`SlurmGate::prepare`] before, so failures here are internal errors.
+    /// Writes `X-SLURM-USER-NAME` and `X-SLURM-USER-TOKEN` for the admitted caller (from the
+    /// permit). `admit` ran [`SlurmGate::prepare`] before, so failures here are internal
+    /// errors.
     pub fn write_headers(
         &self,
         req: &mut RequestHeader,
-        permit: &Permit,
+        caller: &Caller,
         client_headers: &http::HeaderMap,
     ) -> Result<(), String> {
-        let id = permit
-            .caller()
+        let id = caller
             .identity()
             .ok_or("a slurmrestd request without a user")?;
         self.write_headers_for(req, id, client_headers)

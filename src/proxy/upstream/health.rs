@@ -417,6 +417,29 @@ pub fn status(targets: &[Target]) -> Value {
     json!({"status": "success", "data": {"pools": pools}})
 }
 
+/// Sets `backend_up` from the pools of the running config (dropping pools a reload
+/// removed), just before a scrape.
+pub fn observe_backends(m: &crate::process::telemetry::Metrics, targets: &[Target]) {
+    m.backend_up.reset();
+    for t in targets {
+        let p = &t.pool;
+        for i in 0..p.config.backends.len() {
+            let up = if p.config.health_check.is_none() {
+                i64::from(!p.passively_down(i))
+            } else {
+                match p.health(i).state {
+                    "up" => 1,
+                    "down" => 0,
+                    _ => -1,
+                }
+            };
+            m.backend_up
+                .with_label_values(&[p.config.name.as_str(), &p.backend(i).to_string()])
+                .set(up);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

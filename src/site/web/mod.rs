@@ -6,7 +6,8 @@
 //! - `page.rs`: the HTML (maud; everything rendered is escaped by the template engine);
 //!   `keys.rs`: its API keys section.
 //! - `chart.rs`: the usage bar chart as inline SVG; `grafana.rs`: job → dashboard links;
-//!   `csrf.rs`: the forms' CSRF tokens; `error_page.rs`: refusals as HTML for browsers.
+//!   `error_page.rs`: refusals as HTML for browsers (the forms' CSRF tokens are
+//!   `authenticate/csrf.rs`').
 //! - `assets/`: the style sheet and the few lines of script (local times, copy button),
 //!   embedded in the binary and served at `/-/web/…`.
 //!
@@ -15,7 +16,6 @@
 //! answer to the POST that made it, and never again.
 
 pub mod chart;
-pub mod csrf;
 mod data;
 pub mod error_page;
 pub mod grafana;
@@ -26,11 +26,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::authenticate::csrf;
 use crate::authenticate::oidc::{OidcLogin, PageReply};
 use crate::authenticate::{Authenticator, Caller, Identity, Outcome, RequestInfo};
 use crate::db::Db;
 use crate::error::Rejection;
-use crate::site::ops::Reply;
+use crate::error::Reply;
 
 pub use error_page::{html_rejection, wants_html};
 
