@@ -22,7 +22,7 @@ const PASSWORD: &str = "bench-password-1";
 struct Setup {
     _dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
-    snap: hpcgate::proxy::gateway::Snapshot,
+    snap: hpcgate::proxy::snapshot::Snapshot,
     api_key: String,
     jwt: String,
 }

@@ -30,7 +30,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::Config;
 use crate::process::reload_outcome;
 use crate::process::tls::CertStore;
-use crate::proxy::gateway::Snapshot;
+use crate::proxy::snapshot::Snapshot;
 use crate::proxy::upstream::health::Target;
 
 /// What the listeners are made of; a reload may not change it.

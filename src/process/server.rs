@@ -14,9 +14,10 @@ use pingora::services::background::BackgroundService;
 use crate::authenticate::Authenticators;
 use crate::config::Config;
 use crate::process::tls::CertStore;
-use crate::proxy::gateway::{Gateway, Snapshot};
+use crate::proxy::gateway::Gateway;
 use crate::proxy::route::{RouteEntry, Router};
 use crate::proxy::sanitize::Sanitizer;
+use crate::proxy::snapshot::Snapshot;
 use crate::proxy::upstream::Pool;
 
 /// Each client connection's transport buffers. Pingora's default puts a 64 KiB read buffer

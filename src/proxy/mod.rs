@@ -3,9 +3,13 @@
 //! calls `authenticate`, `authorize` and `enforce`) → [`upstream`] (pools, selection,
 //! health checks) → [`rewrite`] (the headers the upstream trusts).
 
+mod admit;
+pub mod ctx;
 pub mod gateway;
 mod observe;
+mod respond;
 pub mod rewrite;
 pub mod route;
 pub mod sanitize;
+pub mod snapshot;
 pub mod upstream;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::authenticate::Caller;
 use crate::error::{Rejection, Reply};
-use crate::proxy::gateway::Snapshot;
+use crate::proxy::snapshot::Snapshot;
 
 /// Which endpoint a `/-/` path names, and whether it needs a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

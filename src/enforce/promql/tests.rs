@@ -123,9 +123,7 @@ fn a_query_that_does_not_print_back_is_refused() {
     confine_expr(&mut expr, &ALICE).unwrap();
     assert!(matches!(print(&expr), Err(Refusal::Invalid(_))));
     // Everything the escape corpus confines still prints back.
-    assert!(
-        print(&parse("sum by (job) (rate(up{a=~\"x|y\"}[5m] offset 1h))").unwrap()).is_ok()
-    );
+    assert!(print(&parse("sum by (job) (rate(up{a=~\"x|y\"}[5m] offset 1h))").unwrap()).is_ok());
 }
 
 #[test]
@@ -155,11 +153,10 @@ fn earliest_read_covers_ranges_offsets_at_and_subqueries() {
 fn ownership_mode_collects_pinned_ids_and_refuses_the_rest() {
     let allow = vec!["up".to_string()];
     let ids = |q: &str| pinned_ids(&parse(q).unwrap(), "uuid", &allow);
-    let got: Vec<String> =
-        ids("rate(cpu{uuid=\"1001\"}[5m]) / on(uuid) mem{uuid=~\"1001|1002\"}")
-            .unwrap()
-            .into_iter()
-            .collect();
+    let got: Vec<String> = ids("rate(cpu{uuid=\"1001\"}[5m]) / on(uuid) mem{uuid=~\"1001|1002\"}")
+        .unwrap()
+        .into_iter()
+        .collect();
     assert_eq!(got, vec!["1001", "1002"]);
     // No selector: nothing to check (Grafana's connection test).
     assert!(ids("1+1").unwrap().is_empty());
