@@ -1,6 +1,6 @@
 //! From TOML text to a checked [`Config`], collecting every problem as `FILE:KEY: reason`.
 //!
-//! [`Validator::check`] calls one method per section, in the order the errors are reported;
+//! `Validator::check` calls one method per section, in the order the errors are reported;
 //! the sections' checks are in the files of `validate/`.
 
 use std::collections::{BTreeMap, HashSet};

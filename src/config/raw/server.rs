@@ -1,5 +1,5 @@
-//! `[server]`, `[process]`, `[logging]`, `[[listeners]]`, `[gateway]`, `[audit]` and `[database]`: the
-//! process and what it serves on.
+//! `[server]`, `[process]`, `[logging]`, `[[listeners]]`, `[gateway]`, `[audit]` and
+//! `[database]`: the process and what it serves on.
 
 use serde::Deserialize;
 

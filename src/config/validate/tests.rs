@@ -1,3 +1,5 @@
+//! Whole files through `parse`: what a minimal config needs and how errors are reported.
+
 use super::*;
 
 fn errors(text: &str) -> Vec<String> {
