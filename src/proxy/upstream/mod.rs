@@ -11,6 +11,17 @@
 //! 504). When every backend of a larger pool is marked down, the request gets 503. Active
 //! health checks (`health.rs`) take a backend out of every pool, even its only one, while
 //! they find it down.
+//!
+//! Why this is ours and not pingora's `lb` crate (`LoadBalancer` with its selection
+//! algorithms and `TcpHealthCheck`/`HttpHealthCheck`): its selections are round-robin,
+//! random and consistent hashing, with no least-connections (which needs a count of
+//! requests in flight per backend, our `Lease`) and nothing that can pick by a query's time
+//! range (`retention`); it has no passive marking of a backend that refused a connection
+//! (`fail_timeout`); and its HTTP health check sends one fixed request and judges only the
+//! response head, while a slurmrestd check needs a freshly minted Slurm token on each
+//! request and must read the ping's JSON body (Slurm 24.11 answers 200 with
+//! `"pinged":"DOWN"` when it refuses the token). The peers themselves are pingora's
+//! (`HttpPeer`), so connection pooling, TLS and timeouts stay the library's.
 
 pub mod config;
 pub mod health;
