@@ -19,9 +19,9 @@
 //! range (`retention`); it has no passive marking of a backend that refused a connection
 //! (`fail_timeout`); and its HTTP health check sends one fixed request and judges only the
 //! response head, while a slurmrestd check needs a freshly minted Slurm token on each
-//! request and must read the ping's JSON body (Slurm 24.11 answers 200 with
-//! `"pinged":"DOWN"` when it refuses the token). The peers themselves are pingora's
-//! (`HttpPeer`), so connection pooling, TLS and timeouts stay the library's.
+//! request and reads the ping's JSON body (kept for `/-/status`; Slurm 24.11 even answers a
+//! refused token with 200 and says so only in the body). The peers themselves are
+//! pingora's (`HttpPeer`), so connection pooling, TLS and timeouts stay the library's.
 
 pub mod config;
 pub mod health;
