@@ -201,7 +201,10 @@ pub fn rewrite(
     // Credentials: Basic never goes upstream; a bearer token only where the route says so,
     // and never one of the gateway's own (API keys, gateway tokens, a trusted service's).
     let ours = permit.caller().identity().is_some_and(|id| {
-        matches!(id.method(), "api_key" | "gateway_jwt" | "trusted_header") || id.via().is_some()
+        matches!(
+            id.method().as_str(),
+            "api_key" | "gateway_jwt" | "trusted_header"
+        ) || id.via().is_some()
     });
     let bearer = route.pass_bearer_token
         && !ours

@@ -380,7 +380,7 @@ fn check_expiry(
 fn user_bearer<'a>(id: &Identity, headers: &'a http::HeaderMap) -> Option<&'a str> {
     // Only a token that proved this very identity: the IdP's, checked by `oidc_bearer`.
     // (Any other Bearer header beside a cookie, a key or a certificate proves nothing.)
-    if id.method() != "oidc_bearer" || id.via().is_some() {
+    if id.method().as_str() != "oidc_bearer" || id.via().is_some() {
         return None;
     }
     crate::authenticate::bearer_token(headers)
