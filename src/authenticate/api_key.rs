@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
-use super::{Authenticator, Identity, Outcome, RequestInfo};
+use super::{Authenticator, Identity, Method, Outcome, RequestInfo};
 use crate::authenticate::headers::header_is;
 use crate::db::api_keys::{KeyRecord, PREFIX, hash_token, parse_token};
 use crate::db::{Db, now};
@@ -157,7 +157,7 @@ impl Authenticator for ApiKeyAuth {
                 record.owner.clone(),
                 record.groups.clone(),
                 None,
-                "api_key",
+                Method::ApiKey,
                 &self.name,
             )
             .with_scopes(record.scopes.clone())

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use subtle::ConstantTimeEq;
 
-use super::{Authenticator, Identity, Outcome, RequestInfo};
+use super::{Authenticator, Identity, Method, Outcome, RequestInfo};
 
 pub struct ClientCertAuth {
     name: String,
@@ -50,7 +50,7 @@ impl Authenticator for ClientCertAuth {
                 s,
                 Vec::new(),
                 None,
-                "client_cert",
+                Method::ClientCert,
                 &self.name,
             )),
             None => Outcome::NotMine,

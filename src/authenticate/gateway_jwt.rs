@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::verified::Verified;
-use super::{Authenticator, Identity, Outcome, RequestInfo, bearer_jwt};
+use super::{Authenticator, Identity, Method, Outcome, RequestInfo, bearer_jwt};
 use crate::error::Rejection;
 use crate::tokens::SigningKeys;
 
@@ -93,7 +93,7 @@ impl Authenticator for GatewayJwt {
             claims.sub,
             claims.groups,
             claims.email,
-            "gateway_jwt",
+            Method::GatewayJwt,
             &self.name,
         )
         .with_expiry(Some(claims.exp));

@@ -8,7 +8,65 @@
 //! PromQL label matchers, so a name that cannot be carried intact is dropped (with a warning
 //! naming the authenticator) rather than passed on to mean something else.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+/// How an [`Identity`] was proven: one variant per kind of authenticator that makes
+/// identities. Later steps decide on it (which bearer tokens may go upstream), so it is an
+/// enum they match exhaustively: a new way of authenticating must be placed in each of those
+/// decisions rather than fall into a default.
+///
+/// Written as the authenticator's config `type` ([`Method::as_str`]) everywhere it leaves the
+/// gateway: `/-/whoami`, the access and audit logs, Cedar's `method` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// A users file (`type = "static"`).
+    Static,
+    /// An LDAP bind (`type = "ldap"`).
+    Ldap,
+    /// One of the gateway's API keys (`type = "api_key"`).
+    ApiKey,
+    /// A trusted service acting for a user (`type = "trusted_header"`).
+    TrustedHeader,
+    /// A TLS client certificate (`type = "client_cert"`).
+    ClientCert,
+    /// A token the gateway issued (`type = "gateway_jwt"`).
+    GatewayJwt,
+    /// An IdP's access token (`type = "oidc_bearer"`).
+    OidcBearer,
+    /// The browser session cookie set after an OIDC login (`type = "oidc_login"`).
+    OidcLogin,
+}
+
+impl Method {
+    /// The authenticator's config `type`, as logs, `/-/whoami` and Cedar show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Static => "static",
+            Method::Ldap => "ldap",
+            Method::ApiKey => "api_key",
+            Method::TrustedHeader => "trusted_header",
+            Method::ClientCert => "client_cert",
+            Method::GatewayJwt => "gateway_jwt",
+            Method::OidcBearer => "oidc_bearer",
+            Method::OidcLogin => "oidc_login",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// As the string [`Method::as_str`] gives, so `/-/whoami` keeps its `"method": "static"`.
+impl Serialize for Method {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -17,8 +75,8 @@ pub struct Identity {
     groups: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<String>,
-    /// Which authenticator kind proved it (`static`, `ldap`, `api_key`, …).
-    method: &'static str,
+    /// Which authenticator kind proved it.
+    method: Method,
     /// The authenticator's configured name.
     authenticator: String,
     /// A trusted service acting for `user` (e.g. `grafana`), if any.
@@ -51,7 +109,7 @@ pub fn usable_group(g: &str) -> bool {
 
 /// `groups` without the names [`usable_group`] refuses; each one dropped is logged (escaped:
 /// it may hold control characters) with the authenticator that produced it.
-fn usable_groups(groups: Vec<String>, method: &str, authenticator: &str) -> Vec<String> {
+fn usable_groups(groups: Vec<String>, method: Method, authenticator: &str) -> Vec<String> {
     groups
         .into_iter()
         .filter(|g| {
@@ -59,7 +117,7 @@ fn usable_groups(groups: Vec<String>, method: &str, authenticator: &str) -> Vec<
             if !ok {
                 tracing::warn!(
                     authenticator,
-                    method,
+                    method = method.as_str(),
                     group = ?g,
                     "group name dropped: empty, too long, or holds a comma, a control \
                      character or surrounding white space"
@@ -75,7 +133,7 @@ impl Identity {
         user: String,
         groups: Vec<String>,
         email: Option<String>,
-        method: &'static str,
+        method: Method,
         authenticator: &str,
     ) -> Self {
         let groups = usable_groups(groups, method, authenticator);
@@ -114,7 +172,7 @@ impl Identity {
             user,
             groups: Vec::new(),
             email: None,
-            method: "trusted_header",
+            method: Method::TrustedHeader,
             authenticator: authenticator.to_string(),
             via: Some(self.user),
             scopes: self.scopes,
@@ -132,7 +190,7 @@ impl Identity {
     pub fn email(&self) -> Option<&str> {
         self.email.as_deref()
     }
-    pub fn method(&self) -> &'static str {
+    pub fn method(&self) -> Method {
         self.method
     }
     pub fn authenticator(&self) -> &str {
@@ -154,14 +212,15 @@ impl Identity {
 
     /// An identity proven by `method`, for unit tests of later steps.
     #[cfg(test)]
-    pub fn for_test_by(user: &str, method: &'static str) -> Self {
-        Identity::new(user.to_string(), Vec::new(), None, method, method)
+    pub fn for_test_by(user: &str, method: Method) -> Self {
+        Identity::new(user.to_string(), Vec::new(), None, method, method.as_str())
     }
 
     /// An identity proven by the browser session cookie, for unit tests of later steps.
     #[cfg(test)]
     pub fn for_test_by_cookie(user: &str) -> Self {
-        Identity::new(user.to_string(), Vec::new(), None, "oidc_login", "sso").with_session_cookie()
+        Identity::new(user.to_string(), Vec::new(), None, Method::OidcLogin, "sso")
+            .with_session_cookie()
     }
 
     /// An identity limited to `scopes` (an API key's), for unit tests of later steps.
@@ -170,14 +229,15 @@ impl Identity {
         Identity::for_test(user, groups).with_scopes(scopes.iter().map(|s| s.to_string()).collect())
     }
 
-    /// An identity for unit tests of later steps (groups go through the same check).
+    /// An identity for unit tests of later steps (groups go through the same check): a user
+    /// of a users file (`static`) named `test`.
     #[cfg(test)]
     pub fn for_test(user: &str, groups: &[&str]) -> Self {
         Identity::new(
             user.to_string(),
             groups.iter().map(|g| g.to_string()).collect(),
             None,
-            "test",
+            Method::Static,
             "test",
         )
     }
@@ -205,10 +265,38 @@ mod tests {
             "alice".into(),
             groups.iter().map(|g| g.to_string()).collect(),
             None,
-            "static",
+            Method::Static,
             "users",
         );
         assert_eq!(id.groups(), ["hpc-users", "Forschung Müller"]);
         assert!(usable_group(&"g".repeat(256)));
+    }
+
+    /// `/-/whoami`, the logs and Cedar policies show the method as the config's `type`: the
+    /// enum must not change what they say.
+    #[test]
+    fn methods_read_as_the_config_types_they_were_before() {
+        for (method, text) in [
+            (Method::Static, "static"),
+            (Method::Ldap, "ldap"),
+            (Method::ApiKey, "api_key"),
+            (Method::TrustedHeader, "trusted_header"),
+            (Method::ClientCert, "client_cert"),
+            (Method::GatewayJwt, "gateway_jwt"),
+            (Method::OidcBearer, "oidc_bearer"),
+            (Method::OidcLogin, "oidc_login"),
+        ] {
+            assert_eq!(method.as_str(), text);
+            assert_eq!(method.to_string(), text);
+            assert_eq!(
+                serde_json::to_string(&method).unwrap(),
+                format!("\"{text}\"")
+            );
+        }
+        let id = Identity::for_test_by("alice", Method::ApiKey);
+        assert_eq!(
+            serde_json::to_value(&id).unwrap()["method"],
+            serde_json::json!("api_key")
+        );
     }
 }

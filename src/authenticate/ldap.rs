@@ -19,7 +19,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use tokio::sync::{Mutex, Semaphore};
 
 use super::password::{PasswordGuard, Refusal, ThrottleConfig};
-use super::{Authenticator, Identity, Outcome, RequestInfo, basic_challenge};
+use super::{Authenticator, Identity, Method, Outcome, RequestInfo, basic_challenge};
 use crate::error::Rejection;
 use crate::secret::Secret;
 
@@ -363,7 +363,7 @@ impl LdapAuth {
             .and_then(|a| attrs.get(a))
             .and_then(|v| v.first().cloned());
         self.release(ldap).await;
-        Ok(Identity::new(name, groups, email, "ldap", &self.name))
+        Ok(Identity::new(name, groups, email, Method::Ldap, &self.name))
     }
 }
 

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine;
 
-pub use identity::{Identity, usable_group};
+pub use identity::{Identity, Method, usable_group};
 
 use crate::authenticate::config::AuthenticatorConfig;
 use crate::error::Rejection;

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use super::{Authenticator, Identity, Outcome, RequestInfo, basic_challenge};
+use super::{Authenticator, Identity, Method, Outcome, RequestInfo, basic_challenge};
 use crate::error::Rejection;
 
 /// One user of a users file.
@@ -186,7 +186,7 @@ impl Authenticator for StaticUsers {
                         user,
                         entry.groups.clone(),
                         entry.email.clone(),
-                        "static",
+                        Method::Static,
                         &self.name,
                     )),
                 }

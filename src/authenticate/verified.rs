@@ -70,14 +70,14 @@ mod tests {
     #[test]
     fn expired_tokens_are_not_served_from_the_cache() {
         let v = Verified::new();
-        let live = Identity::for_test_by("alice", "gateway_jwt")
+        let live = Identity::for_test_by("alice", crate::authenticate::Method::GatewayJwt)
             .with_expiry(Some(crate::db::now() + 3600));
         v.insert("token-a", &live, "k1");
         let (id, kid) = v.get("token-a").unwrap();
         assert_eq!((id.user(), kid.as_str()), ("alice", "k1"));
         assert!(v.get("token-b").is_none());
-        let dead =
-            Identity::for_test_by("bob", "gateway_jwt").with_expiry(Some(crate::db::now() - 1));
+        let dead = Identity::for_test_by("bob", crate::authenticate::Method::GatewayJwt)
+            .with_expiry(Some(crate::db::now() - 1));
         v.insert("token-c", &dead, "k1");
         assert!(v.get("token-c").is_none());
     }

@@ -425,7 +425,7 @@ impl Policies {
             HashMap::from([
                 (
                     "method".into(),
-                    RestrictedExpression::new_string(id.method().into()),
+                    RestrictedExpression::new_string(id.method().as_str().into()),
                 ),
                 (
                     "authenticator".into(),
@@ -486,7 +486,7 @@ impl Policies {
             "{}\0{}\0{}\0{}\0{}\0{admin}\0{}\0{}\0{}",
             id.user(),
             id.groups().join("\u{1}"),
-            id.method(),
+            id.method().as_str(),
             id.authenticator(),
             id.via().unwrap_or(""),
             route.name,

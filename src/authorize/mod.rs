@@ -192,7 +192,7 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authenticate::Identity;
+    use crate::authenticate::{Identity, Method};
 
     /// A route `/app` (any authenticator: the caller is given) and the default policies.
     fn route_and_policies() -> (tempfile::TempDir, Arc<RouteEntry>, Arc<Policies>) {
@@ -260,7 +260,12 @@ mod tests {
                 .is_ok()
             );
             // Credentials a browser does not add by itself: unaffected.
-            for by in ["api_key", "oidc_bearer", "static", "gateway_jwt"] {
+            for by in [
+                Method::ApiKey,
+                Method::OidcBearer,
+                Method::Static,
+                Method::GatewayJwt,
+            ] {
                 assert!(
                     decide(
                         Identity::for_test_by("alice", by),

@@ -76,7 +76,7 @@ pub(super) fn log_request(session: &mut Session, ctx: &mut Ctx) {
         _ => None,
     };
     let (user, via, method) = match caller {
-        Some(Caller::User(id)) => (id.user(), id.via().unwrap_or(""), id.method()),
+        Some(Caller::User(id)) => (id.user(), id.via().unwrap_or(""), id.method().as_str()),
         Some(Caller::Public) => ("", "", "public"),
         None => ("", "", ""),
     };

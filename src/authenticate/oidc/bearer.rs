@@ -21,7 +21,7 @@ use super::claims::ClaimsConfig;
 use super::provider::{Provider, ProviderConfig};
 use crate::authenticate::bearer_jwt;
 use crate::authenticate::verified::Verified;
-use crate::authenticate::{Authenticator, Outcome, RequestInfo};
+use crate::authenticate::{Authenticator, Method, Outcome, RequestInfo};
 use crate::error::Rejection;
 
 /// A checked `oidc_bearer` configuration.
@@ -164,7 +164,11 @@ impl Authenticator for OidcBearer {
             Ok(c) => c,
             Err(r) => return Outcome::Rejected(r),
         };
-        match self.cfg.claims.identity(&claims, "oidc_bearer", &self.name) {
+        match self
+            .cfg
+            .claims
+            .identity(&claims, Method::OidcBearer, &self.name)
+        {
             Ok(id) => {
                 let id = id.with_expiry(claims.get("exp").and_then(Value::as_i64));
                 self.verified.insert(token, &id, "");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::super::Identity;
+use super::super::{Identity, Method};
 use crate::authenticate::static_users::valid_user_name;
 
 /// A claim named by a dotted path: `groups`, `realm_access.roles`.
@@ -68,7 +68,7 @@ impl ClaimsConfig {
     pub fn identity(
         &self,
         claims: &Value,
-        method: &'static str,
+        method: Method,
         authenticator: &str,
     ) -> Result<Identity, String> {
         let client = ["client_id", "azp"]
@@ -178,20 +178,24 @@ mod tests {
             "email": "alice@example.org", "groups": ["b", "a", "a", "x,y", "c\n"],
             "client_id": "portal"});
         let id = config("preferred_username", "groups")
-            .identity(&claims, "oidc_bearer", "idp")
+            .identity(&claims, Method::OidcBearer, "idp")
             .unwrap();
         assert_eq!(id.user(), "alice");
         assert_eq!(id.groups(), ["a", "b"]);
         assert_eq!(id.email(), Some("alice@example.org"));
         let id = config("username", "groups")
-            .identity(&claims, "oidc_bearer", "idp")
+            .identity(&claims, Method::OidcBearer, "idp")
             .unwrap();
         assert_eq!(id.user(), "al");
         // `f:123` has a character user names may not have.
-        assert!(config("sub", "groups").identity(&claims, "t", "i").is_err());
+        assert!(
+            config("sub", "groups")
+                .identity(&claims, Method::OidcBearer, "i")
+                .is_err()
+        );
         assert!(
             config("nickname", "groups")
-                .identity(&claims, "t", "i")
+                .identity(&claims, Method::OidcBearer, "i")
                 .is_err()
         );
     }
@@ -200,22 +204,24 @@ mod tests {
     fn client_tokens_map_to_service_accounts_and_nothing_else() {
         let cc = json!({"sub": "ceems-ingest", "client_id": "ceems-ingest"});
         let id = config("preferred_username", "groups")
-            .identity(&cc, "oidc_bearer", "idp")
+            .identity(&cc, Method::OidcBearer, "idp")
             .unwrap();
         assert_eq!(id.user(), "svc-ceems");
         // With `sub` as the user claim, the client's own subject is still the client.
-        let id = config("sub", "groups").identity(&cc, "t", "i").unwrap();
+        let id = config("sub", "groups")
+            .identity(&cc, Method::OidcBearer, "i")
+            .unwrap();
         assert_eq!(id.user(), "svc-ceems");
         // A user's token obtained through that client stays the user's.
         let user = json!({"sub": "bob", "preferred_username": "bob", "azp": "ceems-ingest"});
         let id = config("preferred_username", "groups")
-            .identity(&user, "t", "i")
+            .identity(&user, Method::OidcBearer, "i")
             .unwrap();
         assert_eq!(id.user(), "bob");
         // An unlisted client gets nothing.
         let other = json!({"sub": "other", "client_id": "other"});
         let err = config("preferred_username", "groups")
-            .identity(&other, "t", "i")
+            .identity(&other, Method::OidcBearer, "i")
             .unwrap_err();
         assert!(err.contains("service account"), "{err}");
     }
@@ -225,21 +231,21 @@ mod tests {
         // Obtained through the service account's client, but its subject is a user.
         let user = json!({"sub": "bob", "azp": "ceems-ingest", "client_id": "ceems-ingest"});
         let err = config("preferred_username", "groups")
-            .identity(&user, "t", "i")
+            .identity(&user, Method::OidcBearer, "i")
             .unwrap_err();
         assert!(err.contains("names no user"), "{err}");
         // No subject at all: nobody.
         let bare = json!({"client_id": "ceems-ingest"});
         assert!(
             config("preferred_username", "groups")
-                .identity(&bare, "t", "i")
+                .identity(&bare, Method::OidcBearer, "i")
                 .is_err()
         );
         // The client's own token names the client as subject and no other user.
         let own = json!({"sub": "ceems-ingest", "client_id": "ceems-ingest",
             "preferred_username": "alice"});
         let id = config("preferred_username", "groups")
-            .identity(&own, "t", "i")
+            .identity(&own, Method::OidcBearer, "i")
             .unwrap();
         assert_eq!(id.user(), "alice", "a user named by the token is that user");
     }
@@ -248,7 +254,7 @@ mod tests {
     fn a_user_token_cannot_name_a_service_account() {
         let user = json!({"sub": "u-1", "preferred_username": "svc-ceems", "azp": "portal"});
         let err = config("preferred_username", "groups")
-            .identity(&user, "t", "i")
+            .identity(&user, Method::OidcBearer, "i")
             .unwrap_err();
         assert!(err.contains("service account"), "{err}");
     }

@@ -37,7 +37,7 @@ use super::session::{
     set_split_cookies,
 };
 use super::{SessionKeyBytes, bearer_challenge};
-use crate::authenticate::{Authenticator, Identity, Outcome, RequestInfo};
+use crate::authenticate::{Authenticator, Identity, Method, Outcome, RequestInfo};
 use crate::error::Rejection;
 use crate::secret::Secret;
 
@@ -267,7 +267,7 @@ impl OidcLogin {
             let id = self
                 .cfg
                 .claims
-                .identity(&claims, "oidc_login", &self.name)
+                .identity(&claims, Method::OidcLogin, &self.name)
                 .map_err(Failure::Refused)?;
             s.user = id.user().to_string();
             s.groups = id.groups().to_vec();
@@ -324,7 +324,7 @@ impl OidcLogin {
             s.user.clone(),
             s.groups.clone(),
             s.email.clone(),
-            "oidc_login",
+            Method::OidcLogin,
             &self.name,
         )
         .with_session_cookie()

@@ -28,7 +28,7 @@ use super::session::{
     self, LOGIN_COOKIE, LOGIN_TIMEOUT, LoginState, SESSION_COOKIE, Session, clear_cookie,
     clear_split_cookies, cookie_values, set_cookie,
 };
-use crate::authenticate::{Caller, RequestInfo};
+use crate::authenticate::{Caller, Method, RequestInfo};
 use crate::error::Rejection;
 use crate::error::Reply;
 
@@ -273,7 +273,7 @@ impl OidcLogin {
         let id = self
             .cfg
             .claims
-            .identity(&claims, "oidc_login", &self.name)
+            .identity(&claims, Method::OidcLogin, &self.name)
             .map_err(|why| login_failed(Failure::Refused(why)))?;
         let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
         let s = Session {

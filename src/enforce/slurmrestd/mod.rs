@@ -24,6 +24,7 @@ use pingora::http::RequestHeader;
 
 use crate::authenticate::Caller;
 use crate::authenticate::Identity;
+use crate::authenticate::Method;
 use crate::enforce::slurmrestd::config::{SlurmRoute, SlurmTokenMode};
 use crate::error::Rejection;
 use crate::secret::Secret;
@@ -380,7 +381,18 @@ fn check_expiry(
 fn user_bearer<'a>(id: &Identity, headers: &'a http::HeaderMap) -> Option<&'a str> {
     // Only a token that proved this very identity: the IdP's, checked by `oidc_bearer`.
     // (Any other Bearer header beside a cookie, a key or a certificate proves nothing.)
-    if id.method() != "oidc_bearer" || id.via().is_some() {
+    // Every method is named, so a new one must be placed here.
+    let proven_by_bearer = match id.method() {
+        Method::OidcBearer => true,
+        Method::Static
+        | Method::Ldap
+        | Method::ApiKey
+        | Method::TrustedHeader
+        | Method::ClientCert
+        | Method::GatewayJwt
+        | Method::OidcLogin => false,
+    };
+    if !proven_by_bearer || id.via().is_some() {
         return None;
     }
     crate::authenticate::bearer_token(headers)

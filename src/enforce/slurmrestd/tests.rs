@@ -1,6 +1,7 @@
 //! Unit tests of the Slurm step (the real Slurm is in tests/slurm.rs).
 
 use super::*;
+use crate::authenticate::Method;
 use crate::enforce::slurmrestd::config::SlurmClaims;
 
 fn gate(mode: SlurmTokenMode, user_claim: &str) -> SlurmGate {
@@ -86,11 +87,16 @@ fn minted_tokens_carry_slurms_claims_and_are_cached_per_user() {
 #[test]
 fn passthrough_sends_the_callers_bearer_token_as_the_slurm_token() {
     let g = gate(SlurmTokenMode::Passthrough, "sun");
-    let id = Identity::for_test_by("bob", "oidc_bearer");
+    let id = Identity::for_test_by("bob", Method::OidcBearer);
     let (user, token) = headers(&g, &id, Some("Bearer eyJidp.token.sig"));
     assert_eq!((user.as_str(), token.as_str()), ("bob", "eyJidp.token.sig"));
     // A Bearer header beside a cookie, a password or an API key proved nothing: refused.
-    for method in ["oidc_login", "static", "api_key", "client_cert"] {
+    for method in [
+        Method::OidcLogin,
+        Method::Static,
+        Method::ApiKey,
+        Method::ClientCert,
+    ] {
         let other = Caller::User(Identity::for_test_by("bob", method));
         let mut h = http::HeaderMap::new();
         h.insert("authorization", "Bearer eyJidp.token.sig".parse().unwrap());

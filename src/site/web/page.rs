@@ -147,7 +147,7 @@ fn who(v: &View<'_>) -> Markup {
                     @if id.groups().is_empty() { "none" } @else { (id.groups().join(", ")) }
                 }
                 @if let Some(e) = id.email() { dt { "E-mail" } dd { (e) } }
-                dt { "Signed in with" } dd { (id.method()) " (" (id.authenticator()) ")" }
+                dt { "Signed in with" } dd { (id.method().as_str()) " (" (id.authenticator()) ")" }
                 @if let Some(s) = v.session {
                     dt { "Session ends" }
                     dd {
