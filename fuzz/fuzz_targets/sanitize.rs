@@ -1,11 +1,13 @@
 //! The sanitize step on arbitrary requests: never panics, and whatever it lets through has
 //! the path its module header promises (no `.`/`..` segments, no `//`, no `\`, no control
 //! bytes or `#`, nothing encoded that decodes to `/`, `\`, `.`, NUL or `%`), and carries no
-//! identity header once stripped.
+//! identity header once stripped. The canonical path every later step reads (`canonicalize`)
+//! passes the same checks, is its own canonical form, means the same bytes once decoded as
+//! the client's path, has no `;`, and keeps the query as it was.
 #![no_main]
 
 use hpcgate::authenticate::headers::{IDENTITY_HEADERS, normalize_header_name};
-use hpcgate::proxy::sanitize::{Sanitizer, check_path};
+use hpcgate::proxy::sanitize::{Sanitizer, canonical_path, check_path};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use pingora::http::RequestHeader;
@@ -112,6 +114,24 @@ fuzz_target!(|input: Input<'_>| {
         );
         if req.headers.contains_key(http::header::TRANSFER_ENCODING) {
             assert!(!req.headers.contains_key(http::header::CONTENT_LENGTH));
+        }
+        let before = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_string);
+        if s.canonicalize(&mut req).is_ok() {
+            let after = req.uri.path().to_string();
+            assert_clean_path(after.as_bytes(), "canonical path");
+            assert!(check_path(after.as_bytes()).is_ok(), "{after:?} fails check_path");
+            assert_eq!(
+                canonical_path(&after).ok().as_deref(),
+                Some(after.as_str()),
+                "{before:?} → {after:?} is not a fixed point"
+            );
+            let decoded = |p: &str| -> Vec<u8> {
+                percent_encoding::percent_decode(p.as_bytes()).collect()
+            };
+            assert_eq!(decoded(&before), decoded(&after), "{before:?} → {after:?}");
+            assert!(!after.contains(';') && !after.to_ascii_lowercase().contains("%3b"));
+            assert_eq!(req.uri.query().map(str::to_string), query, "{before:?}");
         }
     }
     let _ = s.strip(&mut req);
