@@ -13,11 +13,15 @@
 //! - ownership mode: each such value's selectors all pin `uuid` to ids the plan reports.
 #![no_main]
 
+#[path = "common/walk.rs"]
+mod walk;
+
 use hpcgate::enforce::go_form::form_values;
 use hpcgate::enforce::prometheus::{PromqlMode, body_form, enforce};
 use libfuzzer_sys::fuzz_target;
 use promql_parser::label::{MatchOp, Matcher};
-use promql_parser::parser::{self, Expr, VectorSelector};
+use promql_parser::parser;
+use walk::{groups, selectors};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const ENDPOINTS: &[(&str, &str)] = &[
@@ -51,61 +55,64 @@ fn nest(q: &str, shape: u8, n: usize) -> String {
 fn encode(how: u8, name: &str, q: &str) -> (&'static str, String, Option<String>, Vec<u8>) {
     let e = enc(q);
     let n = enc(name);
-    let multipart = format!(
-        "--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{q}\r\n--b--\r\n"
-    )
-    .into_bytes();
+    let multipart =
+        format!("--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{q}\r\n--b--\r\n")
+            .into_bytes();
     let form = Some(FORM.to_string());
     // Raw: the text itself is the URL query, the body, or Content-Type + body.
     let (first, rest) = q.split_once('\n').unwrap_or((q, ""));
     match how % 16 {
         0 => ("GET", format!("{n}={e}"), None, vec![]),
         1 => ("POST", String::new(), form, format!("{n}={e}").into_bytes()),
-        2 => ("POST", String::new(), Some("multipart/form-data; boundary=b".into()), multipart),
-        3 => ("GET", String::new(), Some("multipart/form-data; boundary=b".into()), multipart),
+        2 => (
+            "POST",
+            String::new(),
+            Some("multipart/form-data; boundary=b".into()),
+            multipart,
+        ),
+        3 => (
+            "GET",
+            String::new(),
+            Some("multipart/form-data; boundary=b".into()),
+            multipart,
+        ),
         4 => ("GET", String::new(), form, format!("{n}={e}").into_bytes()),
-        5 => ("POST", format!("{n}=up"), form, format!("{n}={e}").into_bytes()),
-        6 => ("GET", format!("{}={e}", name.replace('q', "%71").replace('m', "%6D")), None, vec![]),
-        7 => ("POST", format!("{n}={e}"), form, b"time=1&start=0&end=1&step=1".to_vec()),
+        5 => (
+            "POST",
+            format!("{n}=up"),
+            form,
+            format!("{n}={e}").into_bytes(),
+        ),
+        6 => (
+            "GET",
+            format!("{}={e}", name.replace('q', "%71").replace('m', "%6D")),
+            None,
+            vec![],
+        ),
+        7 => (
+            "POST",
+            format!("{n}={e}"),
+            form,
+            b"time=1&start=0&end=1&step=1".to_vec(),
+        ),
         8 => ("GET", format!("{n}={e}&{n}=up&{n}={e}"), None, vec![]),
-        9 => ("POST", String::new(), Some("text/plain".into()), format!("{n}={e}").into_bytes()),
+        9 => (
+            "POST",
+            String::new(),
+            Some("text/plain".into()),
+            format!("{n}={e}").into_bytes(),
+        ),
         10 => ("POST", String::new(), None, format!("{n}={e}").into_bytes()),
         11 => ("GET", format!("{n};x={e}&{n}=up"), None, vec![]),
         12 => ("GET", q.to_string(), None, vec![]),
         13 => ("POST", String::new(), form, q.as_bytes().to_vec()),
         14 => ("POST", first.to_string(), form, rest.as_bytes().to_vec()),
-        _ => ("POST", String::new(), Some(first.to_string()), rest.as_bytes().to_vec()),
-    }
-}
-
-fn selectors<'e>(expr: &'e Expr, out: &mut Vec<&'e VectorSelector>) {
-    match expr {
-        Expr::VectorSelector(vs) => out.push(vs),
-        Expr::MatrixSelector(ms) => out.push(&ms.vs),
-        Expr::Aggregate(a) => {
-            selectors(&a.expr, out);
-            if let Some(p) = &a.param {
-                selectors(p, out);
-            }
-        }
-        Expr::Unary(u) => selectors(&u.expr, out),
-        Expr::Binary(b) => {
-            selectors(&b.lhs, out);
-            selectors(&b.rhs, out);
-        }
-        Expr::Paren(p) => selectors(&p.expr, out),
-        Expr::Subquery(s) => selectors(&s.expr, out),
-        Expr::Call(c) => c.args.args.iter().for_each(|a| selectors(a, out)),
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
-        Expr::Extension(_) => panic!("the parser made an extension node"),
-    }
-}
-
-fn groups(vs: &VectorSelector) -> Vec<&Vec<Matcher>> {
-    if vs.matchers.or_matchers.is_empty() {
-        vec![&vs.matchers.matchers]
-    } else {
-        vs.matchers.or_matchers.iter().collect()
+        _ => (
+            "POST",
+            String::new(),
+            Some(first.to_string()),
+            rest.as_bytes().to_vec(),
+        ),
     }
 }
 
@@ -138,8 +145,16 @@ fn check(ownership: bool, rel: &str, how: u8, q: &str) {
     let Ok(form) = body_form(&method, &headers, &body) else {
         return;
     };
-    let Ok(plan) = enforce(&mode, rel, &method, Some(&url), form, Some("alice"), &[], None)
-    else {
+    let Ok(plan) = enforce(
+        &mode,
+        rel,
+        &method,
+        Some(&url),
+        form,
+        Some("alice"),
+        &[],
+        None,
+    ) else {
         return;
     };
     let sent_url = plan.query.clone().unwrap_or(url);
@@ -148,8 +163,13 @@ fn check(ownership: bool, rel: &str, how: u8, q: &str) {
         (None, Some(_)) => panic!("a form was read but not re-encoded"),
         (None, None) => body,
     };
-    let read = form_values(method.as_str(), &sent_url, content_type.as_deref(), &sent_body)
-        .unwrap_or_else(|e| panic!("accepted a body Prometheus reads as {e:?}"));
+    let read = form_values(
+        method.as_str(),
+        &sent_url,
+        content_type.as_deref(),
+        &sent_body,
+    )
+    .unwrap_or_else(|e| panic!("accepted a body Prometheus reads as {e:?}"));
     for (k, v) in read.iter().filter(|(k, _)| k == name && name != "metric") {
         let expr = parser::parse(v)
             .unwrap_or_else(|e| panic!("Prometheus reads {k}={v:?}, which does not parse: {e}"));

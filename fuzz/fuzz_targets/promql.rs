@@ -8,6 +8,9 @@
 //!   pins the same ids.
 #![no_main]
 
+#[path = "common/walk.rs"]
+mod walk;
+
 use std::collections::BTreeSet;
 
 use hpcgate::enforce::promql::{
@@ -15,7 +18,8 @@ use hpcgate::enforce::promql::{
 };
 use libfuzzer_sys::fuzz_target;
 use promql_parser::label::{MatchOp, Matcher};
-use promql_parser::parser::{Expr, VectorSelector};
+use promql_parser::parser::Expr;
+use walk::{groups, selectors};
 
 /// The input: a flags byte, a label byte, extra allowed values separated by `\n`, a NUL,
 /// then the query (so that plain queries make seeds: `"\0\0\0" + query`).
@@ -49,37 +53,6 @@ impl<'a> Input<'a> {
 }
 
 const LABELS: &[&str] = &["user", "project", "uuid", "job"];
-
-fn selectors<'e>(expr: &'e Expr, out: &mut Vec<&'e VectorSelector>) {
-    match expr {
-        Expr::VectorSelector(vs) => out.push(vs),
-        Expr::MatrixSelector(ms) => out.push(&ms.vs),
-        Expr::Aggregate(a) => {
-            selectors(&a.expr, out);
-            if let Some(p) = &a.param {
-                selectors(p, out);
-            }
-        }
-        Expr::Unary(u) => selectors(&u.expr, out),
-        Expr::Binary(b) => {
-            selectors(&b.lhs, out);
-            selectors(&b.rhs, out);
-        }
-        Expr::Paren(p) => selectors(&p.expr, out),
-        Expr::Subquery(s) => selectors(&s.expr, out),
-        Expr::Call(c) => c.args.args.iter().for_each(|a| selectors(a, out)),
-        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => {}
-        Expr::Extension(_) => panic!("the parser made an extension node"),
-    }
-}
-
-fn groups(vs: &VectorSelector) -> Vec<&Vec<Matcher>> {
-    if vs.matchers.or_matchers.is_empty() {
-        vec![&vs.matchers.matchers]
-    } else {
-        vs.matchers.or_matchers.iter().collect()
-    }
-}
 
 /// Every selector of `out` is confined to `values` of `label`.
 fn assert_confined(query: &str, out: &str, label: &str, values: &[&str]) {

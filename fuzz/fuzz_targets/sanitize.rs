@@ -120,15 +120,17 @@ fuzz_target!(|input: Input<'_>| {
         if s.canonicalize(&mut req).is_ok() {
             let after = req.uri.path().to_string();
             assert_clean_path(after.as_bytes(), "canonical path");
-            assert!(check_path(after.as_bytes()).is_ok(), "{after:?} fails check_path");
+            assert!(
+                check_path(after.as_bytes()).is_ok(),
+                "{after:?} fails check_path"
+            );
             assert_eq!(
                 canonical_path(&after).ok().as_deref(),
                 Some(after.as_str()),
                 "{before:?} → {after:?} is not a fixed point"
             );
-            let decoded = |p: &str| -> Vec<u8> {
-                percent_encoding::percent_decode(p.as_bytes()).collect()
-            };
+            let decoded =
+                |p: &str| -> Vec<u8> { percent_encoding::percent_decode(p.as_bytes()).collect() };
             assert_eq!(decoded(&before), decoded(&after), "{before:?} → {after:?}");
             assert!(!after.contains(';') && !after.to_ascii_lowercase().contains("%3b"));
             assert_eq!(req.uri.query().map(str::to_string), query, "{before:?}");
