@@ -294,38 +294,41 @@ async fn unknown_users_and_wrong_passwords_get_one_answer_and_one_throttle() {
     expect_error(get(&gw, "nobody", "x").await, 429, "too_many_requests").await;
 }
 
-#[tokio::test]
-async fn unknown_static_users_are_throttled_too() {
-    let up = Recorder::start(Duration::ZERO).await;
+/// A gateway whose `/static` route takes the users file only (`local`), in front of `up`.
+async fn static_gateway(up: &Recorder, extra_users: Vec<(String, Vec<String>)>) -> Gateway {
     let body = format!(
         "[pools.up]\nbackends = [\"http://{}\"]\n\
          [[routes]]\nname = \"static\"\npath_prefix = \"/static\"\npool = \"up\"\n\
          authenticators = [\"local\"]\n",
         up.addr
     );
-    let gw = Gateway::start(Setup {
+    Gateway::start(Setup {
         body,
+        extra_users,
         ..Default::default()
     })
-    .await;
-    // The users file's default budget: ten failures per name.
-    for i in 0..10 {
-        let r = gw
-            .client(true)
-            .get(gw.url("/static/x"))
-            .header("authorization", basic("mallory", &format!("guess-{i}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401, "guess {i}");
-    }
-    let r = gw
-        .client(true)
+    .await
+}
+
+async fn get_static(gw: &Gateway, user: &str, pw: &str) -> reqwest::Response {
+    gw.client(true)
         .get(gw.url("/static/x"))
-        .header("authorization", basic("mallory", "guess-again"))
+        .header("authorization", basic(user, pw))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unknown_static_users_are_throttled_too() {
+    let up = Recorder::start(Duration::ZERO).await;
+    let gw = static_gateway(&up, Vec::new()).await;
+    // The users file's default budget: ten failures per name.
+    for i in 0..10 {
+        let r = get_static(&gw, "mallory", &format!("guess-{i}")).await;
+        assert_eq!(r.status(), 401, "guess {i}");
+    }
+    let r = get_static(&gw, "mallory", "guess-again").await;
     expect_error(r, 429, "too_many_requests").await;
 }
 
@@ -441,28 +444,12 @@ async fn ldap_group_names_that_cannot_be_carried_are_dropped() {
 #[tokio::test]
 async fn users_file_group_names_that_cannot_be_carried_are_dropped() {
     let up = Recorder::start(Duration::ZERO).await;
-    let body = format!(
-        "[pools.up]\nbackends = [\"http://{}\"]\n\
-         [[routes]]\nname = \"static\"\npath_prefix = \"/static\"\npool = \"up\"\n\
-         authenticators = [\"local\"]\n",
-        up.addr
+    let carol = (
+        "carol".to_string(),
+        vec!["".into(), "a,b".into(), "proj-c".into(), "x\ty".into()],
     );
-    let gw = Gateway::start(Setup {
-        body,
-        extra_users: vec![(
-            "carol".into(),
-            vec!["".into(), "a,b".into(), "proj-c".into(), "x\ty".into()],
-        )],
-        ..Default::default()
-    })
-    .await;
-    let r = gw
-        .client(true)
-        .get(gw.url("/static/x"))
-        .header("authorization", basic("carol", "carol-pw"))
-        .send()
-        .await
-        .unwrap();
+    let gw = static_gateway(&up, vec![carol]).await;
+    let r = get_static(&gw, "carol", "carol-pw").await;
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().one("x-forwarded-groups"), Some("proj-c"));
 }

@@ -484,7 +484,8 @@ pub async fn admit(
     };
     // Where it enforces, the gateway reads every body (to refuse what it does not parse);
     // else only a form it may take the time range from.
-    let reads_body = (enforcing && endpoint(rel).is_some())
+    let read_api = endpoint(rel).is_some();
+    let reads_body = (enforcing && read_api)
         || (now.is_some()
             && method == http::Method::POST
             && is_form(&session.req_header().headers));
@@ -533,7 +534,7 @@ pub async fn admit(
         body: plan.body,
         promql: (!plan.enforced.is_empty()).then(|| plan.enforced.join(" ; ")),
         earliest: plan.earliest,
-        read_api: endpoint(rel).is_some(),
+        read_api,
     })
 }
 
